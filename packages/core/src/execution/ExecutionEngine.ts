@@ -1,0 +1,138 @@
+import { SpanKind, context as otelContext, trace, type Attributes, type Context, type Link, type Span } from '@opentelemetry/api';
+import { toBcastError, type BcastError } from '../errors/BcastError.js';
+import type { ErrorClassifier } from '../errors/classify.js';
+import type { ExecutionMonitor, Outcome } from '../monitor/ExecutionMonitor.js';
+import type { AttemptsCarrier, ReliabilityManager } from '../reliability/ReliabilityManager.js';
+
+/** How an operation presents itself to the engine (names, span, reliability scope). */
+export interface ExecutionDescription {
+  /** Name in stats and the `bcast.operation` attribute (e.g. `all`, `room`). */
+  readonly operation: string;
+  /** @default 'bcast.execute' */
+  readonly spanName?: string;
+  /** @default SpanKind.INTERNAL */
+  readonly spanKind?: SpanKind;
+  readonly attributes?: Attributes;
+  /** When set, `executeCoreLogic` runs under this reliability scope (retry, breaker, timeout). */
+  readonly reliabilityScope?: string;
+}
+
+/** What `executeCoreLogic` gets besides the context. */
+export interface ExecutionRun {
+  readonly span: Span;
+  readonly attempt: number;
+  readonly signal: AbortSignal | undefined;
+}
+
+/** Anything the engine can run: validate first, then execute. */
+export interface ExecutionInterface<C, R> {
+  describe(context: C): ExecutionDescription;
+  /** Throws a BcastError when the context is not acceptable; nothing has been done yet. */
+  validatePreconditions(context: C): void | Promise<void>;
+  executeCoreLogic(context: C, run: ExecutionRun): R | Promise<R>;
+  /** Outcome and span attributes of a result. @default success, no attributes */
+  summarize?(result: R, context: C): { outcome: Exclude<Outcome, 'rejected'>; attributes?: Attributes };
+}
+
+export type ExecutionStatus = Outcome;
+
+export interface ExecutionResult<R> {
+  readonly status: ExecutionStatus;
+  readonly result?: R;
+  readonly error?: BcastError;
+  readonly durationMs: number;
+  /** Times `executeCoreLogic` ran (0 when rejected or refused by an open circuit). */
+  readonly attempts: number;
+}
+
+export interface ExecuteOptions {
+  /** Parent context of the span. @default the active context */
+  readonly parent?: Context;
+  readonly links?: Link[];
+}
+
+/**
+ * One place for the life of an operation: span -> validate -> reliability -> execute -> monitor.
+ * Never throws: every failure becomes an `ExecutionResult` with a typed error.
+ */
+export class ExecutionEngine {
+  readonly #monitor: ExecutionMonitor;
+  readonly #reliability: ReliabilityManager;
+  readonly #classifier: ErrorClassifier;
+
+  constructor(deps: { monitor: ExecutionMonitor; reliability: ReliabilityManager; classifier: ErrorClassifier }) {
+    this.#monitor = deps.monitor;
+    this.#reliability = deps.reliability;
+    this.#classifier = deps.classifier;
+  }
+
+  async execute<C, R>(executor: ExecutionInterface<C, R>, ctx: C, options: ExecuteOptions = {}): Promise<ExecutionResult<R>> {
+    const started = performance.now();
+    let description: ExecutionDescription;
+    try {
+      description = executor.describe(ctx);
+    } catch (error) {
+      return this.#reject(toBcastError(error), 'unknown', started);
+    }
+    const parent = options.parent ?? otelContext.active();
+    const span = this.#monitor.startSpan(
+      description.spanName ?? 'bcast.execute',
+      description.spanKind ?? SpanKind.INTERNAL,
+      { 'bcast.operation': description.operation, ...description.attributes },
+      parent,
+      options.links,
+    );
+    const active = trace.setSpan(parent, span);
+    let attempts = 0;
+    try {
+      try {
+        await otelContext.with(active, () => executor.validatePreconditions(ctx));
+      } catch (error) {
+        const err = toBcastError(error);
+        this.#monitor.failSpan(span, err, err.code);
+        span.setAttribute('bcast.error.code', err.code);
+        return this.#reject(err, description.operation, started);
+      }
+      let result: R;
+      try {
+        result = await otelContext.with(active, async () => {
+          if (description.reliabilityScope === undefined) {
+            attempts = 1;
+            return executor.executeCoreLogic(ctx, { span, attempt: 1, signal: undefined });
+          }
+          const outcome = await this.#reliability.execute(description.reliabilityScope, ({ attempt, signal }) => {
+            attempts = attempt;
+            return executor.executeCoreLogic(ctx, { span, attempt, signal });
+          });
+          return outcome.value;
+        });
+      } catch (error) {
+        const carried = (error as AttemptsCarrier | undefined)?.attempts;
+        if (typeof carried === 'number') attempts = carried;
+        const err = toBcastError(error);
+        const category = this.#classifier.classify(error);
+        this.#monitor.recordError(category);
+        this.#monitor.failSpan(span, error, err.code);
+        span.setAttributes({ 'bcast.error.code': err.code, 'bcast.attempts': attempts });
+        const durationMs = performance.now() - started;
+        this.#monitor.recordOperation(description.operation, 'failed', durationMs);
+        return { status: 'failed', error: err, durationMs, attempts };
+      }
+      const summary = executor.summarize?.(result, ctx) ?? { outcome: 'success' as const };
+      if (summary.attributes) span.setAttributes(summary.attributes);
+      span.setAttribute('bcast.attempts', attempts);
+      const durationMs = performance.now() - started;
+      this.#monitor.recordOperation(description.operation, summary.outcome, durationMs);
+      return { status: summary.outcome, result, durationMs, attempts };
+    } finally {
+      span.end();
+    }
+  }
+
+  #reject(error: BcastError, operation: string, started: number): ExecutionResult<never> {
+    const durationMs = performance.now() - started;
+    this.#monitor.recordError('caller');
+    this.#monitor.recordOperation(operation, 'rejected', durationMs);
+    return { status: 'rejected', error, durationMs, attempts: 0 };
+  }
+}

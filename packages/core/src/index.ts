@@ -1,0 +1,16 @@
+export { Broadcaster, type BroadcasterOptions, type BroadcasterStats, type ConnectionHandle, type HealthReport, type HealthStatus, type Logger, type SendOptions } from './Broadcaster.js';
+export { ExecutionEngine, type ExecuteOptions, type ExecutionDescription, type ExecutionInterface, type ExecutionResult, type ExecutionRun, type ExecutionStatus } from './execution/ExecutionEngine.js';
+export { BroadcastExecutor, type BroadcastJob, type BroadcastLimits, type BroadcastRuntime, type RemovalReason } from './execution/BroadcastExecutor.js';
+export { BROADCAST_OPERATIONS, type BackplaneStatus, type BroadcastContext, type BroadcastOperation, type BroadcastResult } from './execution/types.js';
+export { validateConnectionIds, validateRoomId, validateUserId, type IdLimits } from './execution/validate.js';
+export * from './reliability/index.js';
+export * from './monitor/index.js';
+export * from './errors/index.js';
+export * from './connection/index.js';
+export * from './registry/index.js';
+export { ENVELOPE_VERSION, LocalBackplane, MemoryBus, type Backplane, type BackplaneEnvelope, type BackplaneHealth, type BackplaneHealthStatus } from './backplane/Backplane.js';
+export { envelopeProblem, fromEnvelope, toEnvelope } from './backplane/envelope.js';
+export { ProtocolErrorCode, type ClientMessage, type ServerReply } from './protocol/messages.js';
+export type { InboundOptions } from './protocol/InboundProtocol.js';
+export { isOriginAllowed, newConnectionId, resolveIdentity, withDeadline, type AuthResult, type Identity, type OriginPolicy } from './adapter.js';
+export { VERSION } from './version.js';

@@ -1,0 +1,247 @@
+import {
+  SpanKind,
+  SpanStatusCode,
+  context as otelContext,
+  metrics,
+  trace,
+  type Attributes,
+  type Context,
+  type Counter,
+  type Histogram,
+  type Link,
+  type Meter,
+  type MeterProvider,
+  type Span,
+  type Tracer,
+  type TracerProvider,
+  type UpDownCounter,
+} from '@opentelemetry/api';
+import type { ErrorCategory } from '../errors/classify.js';
+import type { CircuitStateName, ScopeState } from '../reliability/ReliabilityManager.js';
+import { VERSION } from '../version.js';
+
+export interface MonitorOptions {
+  /** @default the global tracer provider (a no-op until an SDK registers one) */
+  tracerProvider?: TracerProvider;
+  /** @default the global meter provider */
+  meterProvider?: MeterProvider;
+  /** Latencies kept per operation for percentiles. @default 1024 */
+  latencySampleSize?: number;
+}
+
+export type Outcome = 'success' | 'partial' | 'failed' | 'rejected';
+
+export interface OperationStats {
+  readonly count: number;
+  readonly success: number;
+  readonly partial: number;
+  readonly failed: number;
+  readonly rejected: number;
+  readonly successRate: number;
+  readonly errorRate: number;
+  readonly latencyMs: { readonly p50: number; readonly p95: number; readonly p99: number; readonly max: number };
+}
+
+export interface MonitorStats {
+  readonly operations: Readonly<Record<string, OperationStats>>;
+  readonly totals: { readonly count: number; readonly successRate: number; readonly errorRate: number };
+  readonly errorsByCategory: Readonly<Record<ErrorCategory, number>>;
+  readonly deliveries: number;
+  readonly dropped: Readonly<Record<string, number>>;
+  readonly disconnects: Readonly<Record<string, number>>;
+  readonly inboundRejected: Readonly<Record<string, number>>;
+  readonly backplane: { readonly published: number; readonly publishErrors: number; readonly received: number; readonly discarded: number };
+}
+
+class OperationRecord {
+  count = 0;
+  success = 0;
+  partial = 0;
+  failed = 0;
+  rejected = 0;
+  readonly #samples: Float64Array;
+  #next = 0;
+  #filled = 0;
+
+  constructor(size: number) {
+    this.#samples = new Float64Array(size);
+  }
+
+  add(outcome: Outcome, durationMs: number): void {
+    this.count += 1;
+    this[outcome] += 1;
+    this.#samples[this.#next] = durationMs;
+    this.#next = (this.#next + 1) % this.#samples.length;
+    if (this.#filled < this.#samples.length) this.#filled += 1;
+  }
+
+  snapshot(): OperationStats {
+    const sorted = Array.from(this.#samples.subarray(0, this.#filled)).sort((a, b) => a - b);
+    const pick = (q: number): number => (sorted.length === 0 ? 0 : round(sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? 0));
+    const accepted = this.count - this.rejected;
+    return {
+      count: this.count,
+      success: this.success,
+      partial: this.partial,
+      failed: this.failed,
+      rejected: this.rejected,
+      successRate: this.count === 0 ? 1 : round(this.success / this.count),
+      errorRate: accepted === 0 ? 0 : round(this.failed / accepted),
+      latencyMs: { p50: pick(0.5), p95: pick(0.95), p99: pick(0.99), max: round(sorted.at(-1) ?? 0) },
+    };
+  }
+}
+
+const circuitValue: Record<CircuitStateName, number> = { closed: 0, 'half-open': 1, open: 2, isolated: 3 };
+
+/**
+ * In-process statistics plus OpenTelemetry spans and metrics, through `@opentelemetry/api` only.
+ * Names: tracer and meter `@bcast/core`; span `bcast.broadcast`; metrics `bcast.*` (docs/observability.md).
+ * Metric attributes never carry user ids or room names.
+ */
+export class ExecutionMonitor {
+  readonly tracer: Tracer;
+  readonly meter: Meter;
+  readonly #ops = new Map<string, OperationRecord>();
+  readonly #sampleSize: number;
+  readonly #errors: Record<ErrorCategory, number> = { transient: 0, 'connection-dead': 0, caller: 0, 'circuit-open': 0, other: 0 };
+  readonly #dropped: Record<string, number> = {};
+  readonly #disconnects: Record<string, number> = {};
+  readonly #inboundRejected: Record<string, number> = {};
+  readonly #backplane = { published: 0, publishErrors: 0, received: 0, discarded: 0 };
+  #deliveries = 0;
+  readonly #broadcasts: Counter;
+  readonly #deliveriesCounter: Counter;
+  readonly #duration: Histogram;
+  readonly #connections: UpDownCounter;
+  readonly #droppedCounter: Counter;
+  readonly #disconnectsCounter: Counter;
+  readonly #publishErrors: Counter;
+  readonly #inboundCounter: Counter;
+  #circuitSource: (() => Record<string, ScopeState>) | undefined;
+
+  constructor(options: MonitorOptions = {}) {
+    this.tracer = (options.tracerProvider ?? trace.getTracerProvider()).getTracer('@bcast/core', VERSION);
+    this.meter = (options.meterProvider ?? metrics.getMeterProvider()).getMeter('@bcast/core', VERSION);
+    this.#sampleSize = options.latencySampleSize ?? 1024;
+    const m = this.meter;
+    this.#broadcasts = m.createCounter('bcast.broadcasts', { description: 'Broadcast operations, by operation and outcome' });
+    this.#deliveriesCounter = m.createCounter('bcast.deliveries', { description: 'Messages written to connections' });
+    this.#duration = m.createHistogram('bcast.broadcast.duration', { description: 'Duration of a broadcast', unit: 'ms' });
+    this.#connections = m.createUpDownCounter('bcast.connections', { description: 'Open connections' });
+    this.#droppedCounter = m.createCounter('bcast.messages.dropped', { description: 'Messages not delivered on purpose, by reason' });
+    this.#disconnectsCounter = m.createCounter('bcast.disconnects', { description: 'Connections closed by bcast, by code and reason' });
+    this.#publishErrors = m.createCounter('bcast.backplane.publish_errors', { description: 'Backplane publishes that failed' });
+    this.#inboundCounter = m.createCounter('bcast.inbound.rejected', { description: 'Client messages rejected, by code' });
+    m.createObservableGauge('bcast.circuit.state', {
+      description: 'Circuit state per scope: 0 closed, 1 half-open, 2 open, 3 isolated',
+    }).addCallback((result) => {
+      const states = this.#circuitSource?.() ?? {};
+      for (const [scope, s] of Object.entries(states)) result.observe(circuitValue[s.state], { 'bcast.scope': scope });
+    });
+  }
+
+  /** Where `bcast.circuit.state` reads circuit states from. */
+  observeCircuits(source: () => Record<string, ScopeState>): void {
+    this.#circuitSource = source;
+  }
+
+  /** Starts a span as a child of `parent` (default: the active context). */
+  startSpan(name: string, kind: SpanKind, attributes: Attributes, parent: Context = otelContext.active(), links?: Link[]): Span {
+    return this.tracer.startSpan(name, links === undefined ? { kind, attributes } : { kind, attributes, links }, parent);
+  }
+
+  /** Ends a span with an error status. */
+  failSpan(span: Span, error: unknown, code?: string): void {
+    if (error instanceof Error) span.recordException(error);
+    span.setStatus({ code: SpanStatusCode.ERROR, message: code ?? (error instanceof Error ? error.message : String(error)) });
+  }
+
+  recordOperation(operation: string, outcome: Outcome, durationMs: number): void {
+    let record = this.#ops.get(operation);
+    if (!record) this.#ops.set(operation, (record = new OperationRecord(this.#sampleSize)));
+    record.add(outcome, durationMs);
+    const attrs = { 'bcast.operation': operation, 'bcast.outcome': outcome };
+    this.#broadcasts.add(1, attrs);
+    this.#duration.record(durationMs, attrs);
+  }
+
+  recordDeliveries(count: number, operation: string): void {
+    if (count === 0) return;
+    this.#deliveries += count;
+    this.#deliveriesCounter.add(count, { 'bcast.operation': operation });
+  }
+
+  recordError(category: ErrorCategory): void {
+    this.#errors[category] += 1;
+  }
+
+  recordDropped(reason: string, count = 1): void {
+    if (count === 0) return;
+    this.#dropped[reason] = (this.#dropped[reason] ?? 0) + count;
+    this.#droppedCounter.add(count, { reason });
+  }
+
+  recordDisconnect(code: number, reason: string): void {
+    const key = `${code}:${reason}`;
+    this.#disconnects[key] = (this.#disconnects[key] ?? 0) + 1;
+    this.#disconnectsCounter.add(1, { code, reason });
+  }
+
+  recordInboundRejected(code: string): void {
+    this.#inboundRejected[code] = (this.#inboundRejected[code] ?? 0) + 1;
+    this.#inboundCounter.add(1, { code });
+  }
+
+  recordBackplane(event: 'published' | 'publish-error' | 'received' | 'discarded'): void {
+    if (event === 'published') this.#backplane.published += 1;
+    else if (event === 'received') this.#backplane.received += 1;
+    else if (event === 'discarded') this.#backplane.discarded += 1;
+    else {
+      this.#backplane.publishErrors += 1;
+      this.#publishErrors.add(1);
+    }
+  }
+
+  connectionOpened(): void {
+    this.#connections.add(1);
+  }
+
+  connectionClosed(): void {
+    this.#connections.add(-1);
+  }
+
+  getStats(): MonitorStats {
+    const operations: Record<string, OperationStats> = {};
+    let count = 0;
+    let success = 0;
+    let failed = 0;
+    let rejected = 0;
+    for (const [name, record] of this.#ops) {
+      operations[name] = record.snapshot();
+      count += record.count;
+      success += record.success;
+      failed += record.failed;
+      rejected += record.rejected;
+    }
+    const accepted = count - rejected;
+    return {
+      operations,
+      totals: {
+        count,
+        successRate: count === 0 ? 1 : round(success / count),
+        errorRate: accepted === 0 ? 0 : round(failed / accepted),
+      },
+      errorsByCategory: { ...this.#errors },
+      deliveries: this.#deliveries,
+      dropped: { ...this.#dropped },
+      disconnects: { ...this.#disconnects },
+      inboundRejected: { ...this.#inboundRejected },
+      backplane: { ...this.#backplane },
+    };
+  }
+}
+
+function round(n: number): number {
+  return Math.round(n * 1000) / 1000;
+}

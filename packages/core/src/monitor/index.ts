@@ -1,0 +1,1 @@
+export { ExecutionMonitor, type MonitorOptions, type MonitorStats, type OperationStats, type Outcome } from './ExecutionMonitor.js';

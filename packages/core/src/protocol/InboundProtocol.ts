@@ -1,0 +1,179 @@
+import type { ConnectionEntry } from '../registry/ConnectionRegistry.js';
+import { isBcastError } from '../errors/BcastError.js';
+import { validateRoomId } from '../execution/validate.js';
+import { ProtocolErrorCode, type ServerReply } from './messages.js';
+
+export interface InboundOptions {
+  /**
+   * Decides whether a connection may join a room. Without it, client joins are refused
+   * (FORBIDDEN) unless `allowClientJoins` is true. May be async; a throw counts as a refusal.
+   */
+  authorizeJoin?: (connection: ConnectionEntry, room: string) => boolean | Promise<boolean>;
+  /** Let clients join any valid room when no `authorizeJoin` is given. @default false */
+  allowClientJoins?: boolean;
+  /**
+   * Receives every message that is not part of the protocol (parsed JSON, or the raw text when
+   * `protocol` is false, or a Buffer for binary frames). Without it, unknown types get UNKNOWN_TYPE.
+   */
+  onMessage?: (connection: ConnectionEntry, message: unknown) => void | Promise<void>;
+  /** Handle join / leave / ping. When false every frame goes to `onMessage` untouched. @default true */
+  protocol?: boolean;
+  /** Rooms one connection may be in through client joins. @default 128 */
+  maxRoomsPerConnection?: number;
+  /** Sustained messages per second per connection. @default 50 */
+  rateLimitPerSecond?: number;
+  /** Burst allowance on top of the rate. @default 100 */
+  rateLimitBurst?: number;
+  /** Rejected messages within `abuseWindowMs` that close the connection with 1008. @default 200 */
+  maxRejections?: number;
+  /** @default 5_000 */
+  abuseWindowMs?: number;
+}
+
+export interface ResolvedInbound {
+  readonly protocol: boolean;
+  readonly maxRoomsPerConnection: number;
+  readonly rateLimitPerSecond: number;
+  readonly rateLimitBurst: number;
+  readonly maxRejections: number;
+  readonly abuseWindowMs: number;
+}
+
+export function resolveInbound(options: InboundOptions): ResolvedInbound {
+  return {
+    protocol: options.protocol ?? true,
+    maxRoomsPerConnection: options.maxRoomsPerConnection ?? 128,
+    rateLimitPerSecond: options.rateLimitPerSecond ?? 50,
+    rateLimitBurst: options.rateLimitBurst ?? 100,
+    maxRejections: options.maxRejections ?? 200,
+    abuseWindowMs: options.abuseWindowMs ?? 5_000,
+  };
+}
+
+/** Per-connection inbound state: a token bucket and a count of recent rejections. */
+export class InboundState {
+  tokens: number;
+  refilledAt: number;
+  rejections = 0;
+  windowStart: number;
+
+  constructor(burst: number, now: number) {
+    this.tokens = burst;
+    this.refilledAt = now;
+    this.windowStart = now;
+  }
+}
+
+/** What the protocol needs from the broadcaster. */
+export interface InboundHost {
+  readonly options: InboundOptions;
+  readonly resolved: ResolvedInbound;
+  reply(entry: ConnectionEntry, reply: ServerReply): void;
+  join(entry: ConnectionEntry, room: string): void;
+  leave(entry: ConnectionEntry, room: string): boolean;
+  roomCount(entry: ConnectionEntry): number;
+  isMember(entry: ConnectionEntry, room: string): boolean;
+  /** Counts a rejection; returns true when the connection was closed for abuse. */
+  reject(entry: ConnectionEntry, code: ProtocolErrorCode): boolean;
+  log(level: 'warn' | 'error', message: string, error?: unknown): void;
+}
+
+/** Takes one token; false when the connection is over its rate. */
+export function takeToken(state: InboundState, r: ResolvedInbound, now: number): boolean {
+  const elapsed = now - state.refilledAt;
+  if (elapsed > 0) {
+    state.tokens = Math.min(r.rateLimitBurst, state.tokens + (elapsed * r.rateLimitPerSecond) / 1000);
+    state.refilledAt = now;
+  }
+  if (state.tokens < 1) return false;
+  state.tokens -= 1;
+  return true;
+}
+
+/** Handles one inbound frame from a registered connection. Never throws. */
+export async function handleInbound(host: InboundHost, entry: ConnectionEntry, state: InboundState, data: string | Buffer, isBinary: boolean): Promise<void> {
+  const { options, resolved } = host;
+  if (!resolved.protocol || isBinary) {
+    if (options.onMessage) return callHook(host, entry, isBinary ? data : data.toString());
+    if (isBinary) refuse(host, entry, ProtocolErrorCode.InvalidArgument, 'binary frames are not accepted', undefined);
+    return;
+  }
+  if (!takeToken(state, resolved, Date.now())) {
+    refuse(host, entry, ProtocolErrorCode.RateLimited, 'too many messages; slow down', undefined);
+    return;
+  }
+  let msg: unknown;
+  try {
+    msg = JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
+  } catch {
+    refuse(host, entry, ProtocolErrorCode.BadJson, 'message is not valid JSON', undefined);
+    return;
+  }
+  const type = typeof msg === 'object' && msg !== null ? (msg as { type?: unknown }).type : undefined;
+  const rawId = typeof msg === 'object' && msg !== null ? (msg as { requestId?: unknown }).requestId : undefined;
+  const requestId = (typeof rawId === 'string' && rawId.length <= 128) || (typeof rawId === 'number' && Number.isFinite(rawId)) ? rawId : undefined;
+  switch (type) {
+    case 'join':
+    case 'leave': {
+      const roomValue = (msg as { room?: unknown }).room;
+      let room: string;
+      try {
+        room = validateRoomId(roomValue);
+      } catch (error) {
+        const why = isBcastError(error) ? error.message : 'invalid room';
+        refuse(host, entry, ProtocolErrorCode.InvalidRoom, why, requestId);
+        return;
+      }
+      if (type === 'leave') {
+        host.leave(entry, room);
+        host.reply(entry, withId({ type: 'ok', op: 'leave', room }, requestId));
+        return;
+      }
+      if (host.isMember(entry, room)) {
+        host.reply(entry, withId({ type: 'ok', op: 'join', room }, requestId));
+        return;
+      }
+      if (host.roomCount(entry) >= resolved.maxRoomsPerConnection) {
+        refuse(host, entry, ProtocolErrorCode.TooManyRooms, `at most ${resolved.maxRoomsPerConnection} rooms per connection`, requestId);
+        return;
+      }
+      let allowed = false;
+      try {
+        allowed = options.authorizeJoin ? (await options.authorizeJoin(entry, room)) === true : options.allowClientJoins === true;
+      } catch (error) {
+        host.log('warn', `authorizeJoin threw for connection ${entry.id}`, error);
+      }
+      if (entry.isClosing) return;
+      if (!allowed) {
+        refuse(host, entry, ProtocolErrorCode.Forbidden, `not allowed to join ${JSON.stringify(room)}`, requestId);
+        return;
+      }
+      host.join(entry, room);
+      host.reply(entry, withId({ type: 'ok', op: 'join', room }, requestId));
+      return;
+    }
+    case 'ping':
+      host.reply(entry, withId({ type: 'pong' }, requestId));
+      return;
+    default:
+      if (options.onMessage) return callHook(host, entry, msg);
+      refuse(host, entry, ProtocolErrorCode.UnknownType, `unknown message type ${JSON.stringify(String(type))}`, requestId);
+  }
+}
+
+function refuse(host: InboundHost, entry: ConnectionEntry, code: ProtocolErrorCode, message: string, requestId: string | number | undefined): void {
+  if (host.reject(entry, code)) return;
+  host.reply(entry, withId({ type: 'error', code, message }, requestId));
+}
+
+function withId<T extends ServerReply>(reply: T, requestId: string | number | undefined): T {
+  return requestId === undefined ? reply : { ...reply, requestId };
+}
+
+async function callHook(host: InboundHost, entry: ConnectionEntry, message: unknown): Promise<void> {
+  try {
+    await host.options.onMessage?.(entry, message);
+  } catch (error) {
+    host.log('error', `onMessage threw for connection ${entry.id}`, error);
+  }
+}

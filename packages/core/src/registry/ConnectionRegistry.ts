@@ -1,0 +1,98 @@
+import type { Connection } from '../connection/Connection.js';
+
+/** A registered connection and what bcast knows about it. */
+export interface ConnectionEntry {
+  readonly id: string;
+  readonly userId: string | undefined;
+  readonly connection: Connection;
+  readonly connectedAt: Date;
+  /** Messages written to this connection. */
+  messageCount: number;
+  /** Sends that failed for another reason than a dead socket. */
+  errorCount: number;
+  /** Set once bcast (or the app) started closing it; it receives nothing more. */
+  isClosing: boolean;
+  /** Last time the connection proved alive (pong, inbound frame). */
+  lastSeenAt: number;
+  /** Awaiting a pong since the last heartbeat tick. */
+  awaitingPong: boolean;
+}
+
+/** Live connections by id and by user. */
+export class ConnectionRegistry {
+  readonly #byId = new Map<string, ConnectionEntry>();
+  readonly #byUser = new Map<string, Set<ConnectionEntry>>();
+
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  get userCount(): number {
+    return this.#byUser.size;
+  }
+
+  /** Registers a connection; an id already present is replaced. */
+  add(connection: Connection): ConnectionEntry {
+    this.remove(connection.id);
+    const entry: ConnectionEntry = {
+      id: connection.id,
+      userId: connection.userId,
+      connection,
+      connectedAt: new Date(),
+      messageCount: 0,
+      errorCount: 0,
+      isClosing: false,
+      lastSeenAt: Date.now(),
+      awaitingPong: false,
+    };
+    this.#byId.set(entry.id, entry);
+    if (entry.userId !== undefined) {
+      let set = this.#byUser.get(entry.userId);
+      if (!set) this.#byUser.set(entry.userId, (set = new Set()));
+      set.add(entry);
+    }
+    return entry;
+  }
+
+  /** Unregisters; returns the entry when it was present. */
+  remove(id: string): ConnectionEntry | undefined {
+    const entry = this.#byId.get(id);
+    if (!entry) return undefined;
+    this.#byId.delete(id);
+    if (entry.userId !== undefined) {
+      const set = this.#byUser.get(entry.userId);
+      if (set) {
+        set.delete(entry);
+        if (set.size === 0) this.#byUser.delete(entry.userId);
+      }
+    }
+    return entry;
+  }
+
+  get(id: string): ConnectionEntry | undefined {
+    return this.#byId.get(id);
+  }
+
+  has(id: string): boolean {
+    return this.#byId.has(id);
+  }
+
+  /** Connections of one user (empty when unknown). Do not mutate. */
+  byUser(userId: string): ReadonlySet<ConnectionEntry> {
+    return this.#byUser.get(userId) ?? emptySet;
+  }
+
+  users(): IterableIterator<string> {
+    return this.#byUser.keys();
+  }
+
+  entries(): IterableIterator<ConnectionEntry> {
+    return this.#byId.values();
+  }
+
+  [Symbol.iterator](): IterableIterator<ConnectionEntry> {
+    return this.#byId.values();
+  }
+}
+
+const emptySet: ReadonlySet<ConnectionEntry> = new Set();

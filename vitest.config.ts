@@ -1,0 +1,27 @@
+import { fileURLToPath } from 'node:url';
+import { defineConfig } from 'vitest/config';
+
+const pkg = (name: string): string => fileURLToPath(new URL(`./packages/${name}/src/index.ts`, import.meta.url));
+
+// Tests import the packages' TypeScript sources; child processes (multi-node tests, bench) run the
+// built dist, which `pnpm test` builds first.
+export default defineConfig({
+  resolve: {
+    alias: [
+      { find: /^@bcast\/core$/, replacement: pkg('core') },
+      { find: /^@bcast\/ws$/, replacement: pkg('ws') },
+      { find: /^@bcast\/socket\.io$/, replacement: pkg('socket.io') },
+      { find: /^@bcast\/express$/, replacement: pkg('express') },
+      { find: /^@bcast\/compat$/, replacement: pkg('compat') },
+      { find: /^@bcast\/redis$/, replacement: pkg('redis') },
+    ],
+  },
+  test: {
+    include: ['packages/*/src/**/*.test.ts', 'packages/*/test/**/*.test.ts', 'tests/*/test/**/*.test.ts', 'apps/*/test/**/*.test.ts', 'apps/test/**/*.test.ts'],
+    exclude: ['**/node_modules/**', '**/dist/**'],
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
+    pool: 'forks',
+    reporters: ['default'],
+  },
+});
