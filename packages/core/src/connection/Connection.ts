@@ -20,7 +20,7 @@ export interface Connection {
   /** Starts a clean close with a WebSocket close code and reason. */
   close(code: number, reason: string): void;
   /** Destroys the socket without a close handshake. Falls back to `close` when absent. */
-  terminate?(): void;
+  readonly terminate?: (() => void) | undefined;
   /** Sends a transport-level ping; the adapter reports the pong through `ConnectionHandle.pong()`. */
-  ping?(): void;
+  readonly ping?: (() => void) | undefined;
 }

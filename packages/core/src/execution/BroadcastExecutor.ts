@@ -90,7 +90,8 @@ export class BroadcastExecutor implements ExecutionInterface<BroadcastJob, Broad
     const rt = this.#rt;
     const except = req.except && req.except.length > 0 ? new Set(req.except) : undefined;
     const deadReason = req.deadConnectionReason ?? CloseReason.ConnectionLost;
-    const { maxBufferedBytes, volatileBufferedBytes } = rt.limits;
+    const { maxBufferedBytes } = rt.limits;
+    const softLimit = Math.min(rt.limits.volatileBufferedBytes, maxBufferedBytes);
     let recipients = 0;
     let delivered = 0;
     let failed = 0;
@@ -112,7 +113,7 @@ export class BroadcastExecutor implements ExecutionInterface<BroadcastJob, Broad
         return;
       }
       const buffered = conn.bufferedBytes;
-      if (buffered > volatileBufferedBytes) {
+      if (buffered > softLimit) {
         if (buffered > maxBufferedBytes) {
           failed += 1;
           removed += 1;

@@ -4,6 +4,7 @@ import {
   ConsecutiveBreaker,
   ExponentialBackoff,
   IsolatedCircuitError,
+  TaskCancelledError,
   TimeoutStrategy,
   circuitBreaker,
   halfJitterGenerator,
@@ -335,7 +336,7 @@ function convertPolicyError(scopeName: string, scope: Scope, error: unknown): un
       details: { scope: scopeName },
     });
   }
-  if (error instanceof Error && error.name === 'TaskCancelledError') {
+  if (error instanceof TaskCancelledError) {
     return new BcastError(ErrorCode.Timeout, `"${scopeName}" did not finish within ${String(scope.config.timeoutMs)} ms`, {
       cause: error,
       details: { scope: scopeName, timeoutMs: scope.config.timeoutMs },
