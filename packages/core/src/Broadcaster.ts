@@ -369,9 +369,11 @@ export class Broadcaster {
     if (this.#heartbeat) clearInterval(this.#heartbeat);
     const code = options.code ?? CloseCode.GoingAway;
     const reason = options.reason ?? CloseReason.ServerShutdown;
-    for (const entry of [...this.connections.entries()]) this.#remove(entry, code, reason, 'shutdown', undefined);
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
+    // Close every connection; one that has not closed within the grace period is terminated
+    // (the timers are unref'd: they never keep the process alive).
+    for (const entry of [...this.connections.entries()]) this.#remove(entry, code, reason, 'shutdown', this.#closeGraceMs);
     try {
       await this.#subscribed;
       this.#unsubscribe?.();
@@ -423,7 +425,7 @@ export class Broadcaster {
       }
     }
     this.#unregister(entry, code, reason);
-    if (terminateAfterMs !== undefined && !this.#disposed) {
+    if (terminateAfterMs !== undefined) {
       const timer = setTimeout(() => {
         this.#timers.delete(timer);
         if (conn.isOpen || conn.bufferedBytes > 0) terminate(conn);

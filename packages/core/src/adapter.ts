@@ -46,6 +46,7 @@ export async function withDeadline<T>(work: () => Promise<T> | T, timeoutMs: num
       Promise.resolve().then(work),
       new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new BcastError(ErrorCode.Timeout, `${what} did not answer within ${timeoutMs} ms`)), timeoutMs);
+        timer.unref();
       }),
     ]);
   } finally {

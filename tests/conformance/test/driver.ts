@@ -21,6 +21,12 @@ export interface ServerUnderTest {
   close(): Promise<void>;
   /** Listener counts on the server objects, to prove dispose() left nothing behind. */
   listenerCounts(): Record<string, number>;
+  /**
+   * listenerCounts() as they were just before the adapter was attached (optional). When present,
+   * the dispose case requires the counts to return to exactly these after dispose(); without it,
+   * it can only check that dispose() removed some listeners and added none.
+   */
+  readonly listenersBeforeAttach?: Readonly<Record<string, number>>;
 }
 
 export interface TestClient {
