@@ -125,7 +125,8 @@ export class Broadcaster {
   readonly #options: BroadcasterOptions;
   readonly #inbound: ResolvedInbound;
   readonly #inboundStates = new WeakMap<ConnectionEntry, InboundState>();
-  readonly #timers = new Set<NodeJS.Timeout>();
+  /** Pending forced terminations: timer -> connection. */
+  readonly #timers = new Map<NodeJS.Timeout, Connection>();
   readonly #logger: Logger;
   readonly #startedAt = Date.now();
   readonly #closeGraceMs: number;
@@ -369,7 +370,11 @@ export class Broadcaster {
     if (this.#heartbeat) clearInterval(this.#heartbeat);
     const code = options.code ?? CloseCode.GoingAway;
     const reason = options.reason ?? CloseReason.ServerShutdown;
-    for (const timer of this.#timers) clearTimeout(timer);
+    // Connections already closing (slow consumers...) are terminated now rather than forgotten.
+    for (const [timer, conn] of this.#timers) {
+      clearTimeout(timer);
+      if (conn.isOpen || conn.bufferedBytes > 0) terminate(conn);
+    }
     this.#timers.clear();
     // Close every connection; one that has not closed within the grace period is terminated
     // (the timers are unref'd: they never keep the process alive).
@@ -431,7 +436,7 @@ export class Broadcaster {
         if (conn.isOpen || conn.bufferedBytes > 0) terminate(conn);
       }, terminateAfterMs);
       timer.unref();
-      this.#timers.add(timer);
+      this.#timers.set(timer, conn);
     }
   }
 

@@ -43,6 +43,8 @@ export const CloseCode = {
   Normal: 1000,
   GoingAway: 1001,
   ProtocolError: 1002,
+  /** Reserved: never sent; reported when a connection dropped without a close frame. */
+  AbnormalClosure: 1006,
   InvalidPayload: 1007,
   PolicyViolation: 1008,
   MessageTooBig: 1009,
