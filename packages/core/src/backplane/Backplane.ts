@@ -45,7 +45,11 @@ export interface Backplane {
   /** True when there is nothing to publish to (single process): the broadcaster skips publishing. */
   readonly isLocal?: boolean;
   publish(envelope: BackplaneEnvelope): Promise<void>;
-  /** Starts delivering envelopes from other nodes. Returns a function that stops it. */
+  /**
+   * Starts delivering envelopes from other nodes. Returns a function that stops it. Must not reject
+   * for a transient failure (Redis down...): keep retrying and report it through `health()`; the
+   * broadcaster does not call it again.
+   */
   subscribe(handler: (envelope: BackplaneEnvelope) => void): Promise<() => void> | (() => void);
   close(): Promise<void>;
   health?(): BackplaneHealth;

@@ -164,10 +164,12 @@ export class ReliabilityManager {
     const scope = this.#scope(scopeName);
     let attempts = 0;
     try {
+      // A fresh signal per call: cockatiel's shared default signal would collect one abort
+      // listener per concurrent timed call (MaxListenersExceededWarning under load).
       const value = await scope.policy.execute(async ({ signal }) => {
         attempts += 1;
         return fn({ attempt: attempts, signal });
-      });
+      }, new AbortController().signal);
       return { value, attempts };
     } catch (error) {
       const converted = convertPolicyError(scopeName, scope, error);

@@ -1,0 +1,157 @@
+import { encodeProbe } from './wire.js';
+
+/** What the probe needs from the backplane. */
+export interface ProbeHost {
+  /** Publisher ready and subscriber subscribed: a probe can tell something. */
+  canProbe(): boolean;
+  /** PUBLISH on the channel; resolves with the number of subscribers that got it. */
+  publish(message: string): Promise<number>;
+  /** A probe succeeded or failed: health may have changed. */
+  changed(): void;
+  /** An echo came back: the path through Redis works. */
+  succeeded(): void;
+  /** Published but never heard back: the subscriber receives nothing. */
+  starved(reason: string): void;
+}
+
+export interface ProbeStats {
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  readonly sent: number;
+  readonly ok: number;
+  readonly failed: number;
+  readonly consecutiveFailures: number;
+  readonly lastRttMs: number | undefined;
+  readonly lastOkAt: number | undefined;
+  readonly lastFailure: string | undefined;
+}
+
+type InFlight = { readonly token: string; published: boolean; readonly sentAt: number; readonly timer: NodeJS.Timeout };
+
+/**
+ * Every `intervalMs`, publishes `{"v":1,"nodeId":…,"probe":…}` on the channel and waits `timeoutMs`
+ * for its own echo. This finds a subscriber that is connected but receives nothing, which no
+ * client library notices, and it runs with no traffic at all. One probe in flight at a time.
+ */
+export class LivenessProbe {
+  readonly #nodeId: string;
+  readonly #intervalMs: number;
+  readonly #timeoutMs: number;
+  readonly #host: ProbeHost;
+  #timer: NodeJS.Timeout | undefined;
+  #inFlight: InFlight | undefined;
+  #seq = 0;
+  #stopped = false;
+  #sent = 0;
+  #ok = 0;
+  #failed = 0;
+  #consecutiveFailures = 0;
+  #lastRttMs: number | undefined;
+  #lastOkAt: number | undefined;
+  #lastFailure: string | undefined;
+
+  constructor(nodeId: string, intervalMs: number, timeoutMs: number, host: ProbeHost) {
+    this.#nodeId = nodeId;
+    this.#intervalMs = intervalMs;
+    this.#timeoutMs = timeoutMs;
+    this.#host = host;
+  }
+
+  get consecutiveFailures(): number {
+    return this.#consecutiveFailures;
+  }
+
+  get lastFailure(): string | undefined {
+    return this.#lastFailure;
+  }
+
+  /** Probes after `delayMs` (now, after a (re)subscribe), unless one is in flight or disabled. */
+  schedule(delayMs: number = this.#intervalMs): void {
+    if (this.#stopped || this.#intervalMs === 0 || this.#inFlight !== undefined) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      void this.#run();
+    }, delayMs);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    if (this.#inFlight) clearTimeout(this.#inFlight.timer);
+    this.#inFlight = undefined;
+  }
+
+  /** The echo of one of this node's probes arrived. */
+  echo(token: string | undefined): void {
+    const probe = this.#inFlight;
+    if (!probe || probe.token !== token) return; // a late echo of a probe already given up
+    clearTimeout(probe.timer);
+    this.#inFlight = undefined;
+    this.#ok += 1;
+    this.#consecutiveFailures = 0;
+    this.#lastRttMs = Math.round((performance.now() - probe.sentAt) * 100) / 100;
+    this.#lastOkAt = Date.now();
+    this.#host.succeeded();
+    this.#host.changed();
+    this.schedule();
+  }
+
+  stats(): ProbeStats {
+    return {
+      intervalMs: this.#intervalMs,
+      timeoutMs: this.#timeoutMs,
+      sent: this.#sent,
+      ok: this.#ok,
+      failed: this.#failed,
+      consecutiveFailures: this.#consecutiveFailures,
+      lastRttMs: this.#lastRttMs,
+      lastOkAt: this.#lastOkAt,
+      lastFailure: this.#lastFailure,
+    };
+  }
+
+  async #run(): Promise<void> {
+    if (this.#stopped) return;
+    if (!this.#host.canProbe()) {
+      // Redis is down or the subscriber is (re)connecting: health says so already, the clients reconnect.
+      this.schedule();
+      return;
+    }
+    const token = `${(this.#seq += 1)}`;
+    const probe: InFlight = {
+      token,
+      published: false,
+      sentAt: performance.now(),
+      timer: setTimeout(() => {
+        const reason = probe.published ? `no echo within ${this.#timeoutMs} ms` : `PUBLISH did not complete within ${this.#timeoutMs} ms`;
+        this.#fail(token, reason, probe.published);
+      }, this.#timeoutMs),
+    };
+    probe.timer.unref();
+    this.#inFlight = probe;
+    this.#sent += 1;
+    try {
+      const receivers = await this.#host.publish(encodeProbe(this.#nodeId, token));
+      probe.published = true;
+      if (receivers === 0) this.#fail(token, 'PUBLISH reached no subscriber: this node is not subscribed', true);
+    } catch (error) {
+      this.#fail(token, `PUBLISH failed: ${error instanceof Error ? error.message : String(error)}`, false);
+    }
+  }
+
+  #fail(token: string, reason: string, starved: boolean): void {
+    const probe = this.#inFlight;
+    if (!probe || probe.token !== token) return;
+    clearTimeout(probe.timer);
+    this.#inFlight = undefined;
+    this.#failed += 1;
+    this.#consecutiveFailures += 1;
+    this.#lastFailure = reason;
+    this.#host.changed();
+    // Published but never heard back: the subscriber is starved. Otherwise the publisher is the problem.
+    if (starved) this.#host.starved(reason);
+    this.schedule();
+  }
+}
