@@ -127,7 +127,12 @@ export class ExecutionMonitor {
     const m = this.meter;
     this.#broadcasts = m.createCounter('bcast.broadcasts', { description: 'Broadcast operations, by operation and outcome' });
     this.#deliveriesCounter = m.createCounter('bcast.deliveries', { description: 'Messages written to connections' });
-    this.#duration = m.createHistogram('bcast.broadcast.duration', { description: 'Duration of a broadcast', unit: 'ms' });
+    this.#duration = m.createHistogram('bcast.broadcast.duration', {
+      description: 'Duration of a broadcast',
+      unit: 'ms',
+      // Broadcasts take microseconds to milliseconds; the SDK's default buckets start at 5 ms.
+      advice: { explicitBucketBoundaries: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000] },
+    });
     this.#connections = m.createUpDownCounter('bcast.connections', { description: 'Open connections' });
     this.#droppedCounter = m.createCounter('bcast.messages.dropped', { description: 'Messages not delivered on purpose, by reason' });
     this.#disconnectsCounter = m.createCounter('bcast.disconnects', { description: 'Connections closed by bcast, by code and reason' });
