@@ -506,3 +506,16 @@ describe('backplane (in-memory bus)', () => {
     expect(s.b.monitor.getStats().backplane).toMatchObject({ discarded: 5, received: 1 });
   });
 });
+
+describe('registration', () => {
+  it('registering the same id again replaces the old entry through the normal unregister path', () => {
+    const gone: string[] = [];
+    const s = setup({ onDisconnect: (e, _code, reason) => void gone.push(`${e.id}:${reason}`) });
+    s.add('a', 'u1', ['r']);
+    s.add('a', 'u2');
+    expect(s.b.connections.size).toBe(1);
+    expect(s.b.connections.byUser('u1').size).toBe(0);
+    expect(s.b.rooms.has('r')).toBe(false);
+    expect(gone).toEqual(['a:replaced']);
+  });
+});

@@ -223,6 +223,10 @@ export class Broadcaster {
       connection.close(CloseCode.GoingAway, CloseReason.ServerShutdown);
       throw new BcastError(ErrorCode.Shutdown, 'the broadcaster is disposed');
     }
+    // A second registration under the same id replaces the first through the normal path
+    // (rooms left, gauge decremented), so nothing drifts.
+    const previous = this.connections.get(connection.id);
+    if (previous) this.#unregister(previous, CloseCode.GoingAway, 'replaced');
     const entry = this.connections.add(connection);
     const state = new InboundState(this.#inbound.rateLimitBurst, Date.now());
     this.#inboundStates.set(entry, state);
