@@ -1,22 +1,90 @@
-// Minimal in-memory demo of @bcast/core until the sample apps land: three fake connections,
-// a room, and the accounting of every broadcast.
-import { Broadcaster } from '@bcast/core';
+// `pnpm demo`: the three sample chat apps, each in its own process with its own OpenTelemetry SDK
+// (node --import ./instrumentation.mjs server.mjs), in memory, nothing else to install.
+// Ports: WS_CHAT_PORT (3001), SOCKETIO_CHAT_PORT (3002), EXPRESS_CHAT_PORT (3003); HOST (127.0.0.1).
+// Traces go to OTEL_EXPORTER_OTLP_ENDPOINT (http://localhost:4318): start Jaeger to see them
+// (docs/observability.md); without it the apps run the same and say once that export failed.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 
-const bcast = new Broadcaster({ pingIntervalMs: 0 });
-const connection = (id, userId) => ({
-  id,
-  userId,
-  isOpen: true,
-  bufferedBytes: 0,
-  send: (m) => console.log(`  -> ${id} (${userId}) ${m.text}`),
-  close: (code, reason) => console.log(`  x  ${id} closed ${code} ${reason}`),
+const apps = [
+  { name: 'ws-chat', dir: 'ws-chat', port: process.env.WS_CHAT_PORT ?? '3001', what: 'ws WebSocketServer' },
+  { name: 'socketio-chat', dir: 'socketio-chat', port: process.env.SOCKETIO_CHAT_PORT ?? '3002', what: 'socket.io' },
+  { name: 'express-chat', dir: 'express-chat', port: process.env.EXPRESS_CHAT_PORT ?? '3003', what: 'express + HTTP upgrade' },
+];
+const width = Math.max(...apps.map((a) => a.name.length));
+
+const children = apps.map((app) => {
+  const child = spawn(process.execPath, ['--import', './instrumentation.mjs', 'server.mjs'], {
+    cwd: fileURLToPath(new URL(`./${app.dir}/`, import.meta.url)),
+    env: { ...process.env, PORT: app.port, HOST: process.env.HOST ?? '127.0.0.1' },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+  const prefix = `[${app.name.padEnd(width)}] `;
+  for (const [stream, out] of /** @type {const} */ ([[child.stdout, process.stdout], [child.stderr, process.stderr]])) {
+    if (!stream) continue;
+    let rest = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk) => {
+      const lines = (rest + chunk).split('\n');
+      rest = lines.pop() ?? '';
+      for (const line of lines) out.write(prefix + line + '\n');
+    });
+  }
+  const listening = new Promise((resolve, reject) => {
+    child.on('message', (/** @type {any} */ message) => {
+      if (message?.type === 'listening') resolve(message.url);
+    });
+    child.once('exit', (code, signal) => reject(new Error(`${app.name} exited (${signal ?? code}) before listening`)));
+  });
+  return { app, child, listening };
 });
-for (const [id, user] of [['c1', 'alice'], ['c2', 'alice'], ['c3', 'bob']]) bcast.register(connection(id, user));
-bcast.join('c1', 'lobby');
-bcast.join('c3', 'lobby');
-console.log('toAll:', await bcast.toAll({ type: 'hello', text: 'hi everyone' }));
-console.log('toRoom lobby except c1:', await bcast.toRoom('lobby', { type: 'chat', text: 'hi lobby' }, { except: ['c1'] }));
-console.log('toUser alice:', await bcast.toUser('alice', { type: 'dm', text: 'hi alice' }));
-await bcast.toAll(undefined).catch((e) => console.log('rejected:', e.code, e.message));
-console.log('health:', bcast.getHealthStatus().status);
-await bcast.dispose();
+
+let stopping = false;
+async function stop(code = 0) {
+  if (stopping) return;
+  stopping = true;
+  console.log('\nstopping the demo apps…');
+  await Promise.all(
+    children.map(
+      ({ child }) =>
+        new Promise((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve(undefined);
+          child.once('exit', resolve);
+          child.kill('SIGTERM');
+        }),
+    ),
+  );
+  process.exit(code);
+}
+process.on('SIGINT', () => void stop(0));
+process.on('SIGTERM', () => void stop(0));
+
+try {
+  const urls = await Promise.all(children.map((c) => c.listening));
+  const rows = children.map(({ app }, i) => `  ${app.name.padEnd(width)}  ${urls[i]}  (${app.what})`);
+  console.log(
+    [
+      '',
+      'bcast demo: three chat apps, one per adapter, all using the @bcast/compat BroadcastManager.',
+      ...rows,
+      '',
+      'Open one in two browser tabs, pick two names, join a room, and chat. Also:',
+      `  curl -X POST ${urls[0]}/broadcast -H 'content-type: application/json' -d '{"target":"room","room":"lobby","message":{"text":"hello from curl"}}'`,
+      `  curl ${urls[0]}/health   curl ${urls[0]}/stats   curl ${urls[0]}/metrics`,
+      'Traces: OTLP to ' + (process.env.OTEL_EXPORTER_OTLP_ENDPOINT ?? 'http://localhost:4318') + ' (see docs/observability.md to run Jaeger).',
+      'Ctrl-C stops everything.',
+      '',
+    ].join('\n'),
+  );
+  for (const { app, child } of children) {
+    child.once('exit', (code, signal) => {
+      if (stopping) return;
+      console.error(`${app.name} stopped unexpectedly (${signal ?? code}); stopping the demo`);
+      void stop(1);
+    });
+  }
+} catch (error) {
+  console.error(`demo: ${error instanceof Error ? error.message : error}`);
+  console.error('Is a port in use? Set WS_CHAT_PORT, SOCKETIO_CHAT_PORT or EXPRESS_CHAT_PORT.');
+  await stop(1);
+}
