@@ -5,18 +5,34 @@
 // (docs/observability.md); without it the apps run the same and say once that export failed.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { createConnection } from 'node:net';
 
-const apps = [
-  { name: 'ws-chat', dir: 'ws-chat', port: process.env.WS_CHAT_PORT ?? '3001', what: 'ws WebSocketServer' },
-  { name: 'socketio-chat', dir: 'socketio-chat', port: process.env.SOCKETIO_CHAT_PORT ?? '3002', what: 'socket.io' },
-  { name: 'express-chat', dir: 'express-chat', port: process.env.EXPRESS_CHAT_PORT ?? '3003', what: 'express + HTTP upgrade' },
-];
+// `pnpm demo:cluster` (node demo.mjs --cluster): two app processes (ws and socket.io) sharing one
+// Redis backplane, so a broadcast from either reaches the clients of both. Redis from REDIS_URL
+// (default redis://127.0.0.1:6379); ports CLUSTER_A_PORT (3011) and CLUSTER_B_PORT (3012).
+const cluster = process.argv.includes('--cluster');
+const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+if (cluster && !(await reachable(redisUrl))) {
+  console.error(`demo:cluster needs Redis at ${redisUrl} (set REDIS_URL; e.g. apt-get install redis-server, or docker run -p 6379:6379 redis:7).`);
+  process.exit(1);
+}
+
+const apps = cluster
+  ? [
+      { name: 'node-a', dir: 'ws-chat', port: process.env.CLUSTER_A_PORT ?? '3011', what: 'ws, Redis backplane' },
+      { name: 'node-b', dir: 'socketio-chat', port: process.env.CLUSTER_B_PORT ?? '3012', what: 'socket.io, Redis backplane' },
+    ]
+  : [
+      { name: 'ws-chat', dir: 'ws-chat', port: process.env.WS_CHAT_PORT ?? '3001', what: 'ws WebSocketServer' },
+      { name: 'socketio-chat', dir: 'socketio-chat', port: process.env.SOCKETIO_CHAT_PORT ?? '3002', what: 'socket.io' },
+      { name: 'express-chat', dir: 'express-chat', port: process.env.EXPRESS_CHAT_PORT ?? '3003', what: 'express + HTTP upgrade' },
+    ];
 const width = Math.max(...apps.map((a) => a.name.length));
 
 const children = apps.map((app) => {
   const child = spawn(process.execPath, ['--import', './instrumentation.mjs', 'server.mjs'], {
     cwd: fileURLToPath(new URL(`./${app.dir}/`, import.meta.url)),
-    env: { ...process.env, PORT: app.port, HOST: process.env.HOST ?? '127.0.0.1' },
+    env: { ...process.env, PORT: app.port, HOST: process.env.HOST ?? '127.0.0.1', ...(cluster ? { BCAST_REDIS_URL: redisUrl, OTEL_SERVICE_NAME: `bcast-${app.name}` } : {}) },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   const prefix = `[${app.name.padEnd(width)}] `;
@@ -65,7 +81,9 @@ try {
   console.log(
     [
       '',
-      'bcast demo: three chat apps, one per adapter, all using the @bcast/compat BroadcastManager.',
+      cluster
+        ? `bcast cluster demo: two processes sharing the Redis backplane at ${redisUrl}; a message sent on one reaches the clients of both.`
+        : 'bcast demo: three chat apps, one per adapter, all using the @bcast/compat BroadcastManager.',
       ...rows,
       '',
       'Open one in two browser tabs, pick two names, join a room, and chat. Also:',
@@ -87,4 +105,19 @@ try {
   console.error(`demo: ${error instanceof Error ? error.message : error}`);
   console.error('Is a port in use? Set WS_CHAT_PORT, SOCKETIO_CHAT_PORT or EXPRESS_CHAT_PORT.');
   await stop(1);
+}
+
+/** True when a TCP connection to the URL's host and port opens within a second. */
+function reachable(url) {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: hostname, port: Number(port || 6379) });
+    const done = (ok) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1_000, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
 }

@@ -39,6 +39,8 @@ class RedisPubSubBackplane implements RedisBackplane {
   #closed = false;
   #closing: Promise<void> | undefined;
   #status: BackplaneHealthStatus | undefined;
+  /** Has been healthy at least once (so the next healthy state is a recovery). */
+  #wasHealthy = false;
   #recoveryTimer: NodeJS.Timeout | undefined;
   #recoveries = 0;
   #lastDropLog = 0;
@@ -421,7 +423,8 @@ class RedisPubSubBackplane implements RedisBackplane {
     const previous = this.#status;
     this.#status = health.status;
     if (health.status === 'healthy') {
-      if (previous !== undefined) this.#log('info', 'Redis backplane healthy again');
+      this.#log('info', this.#wasHealthy ? 'Redis backplane healthy again' : `Redis backplane connected (channel "${this.channel}")`);
+      this.#wasHealthy = true;
     } else if (previous !== undefined || this.#attempted) {
       this.#log('warn', `Redis backplane ${health.status}: ${health.reasons.join('; ')}`);
     }
