@@ -1,0 +1,151 @@
+#!/usr/bin/env node
+// pnpm bench [-- options]: the fan-out matrix. --scale: the connection-scale run. See README.md.
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { runMatrix, runScale } from './harness.mjs';
+import { fanoutMarkdown, machineFacts, scaleMarkdown, writeSection } from './report.mjs';
+import { DEFAULT_VARIANTS, SCALE_VARIANTS, VARIANTS } from './variants.mjs';
+
+const HELP = `usage: node src/run.mjs [options]
+
+  --scale                 the connection-scale run instead of the fan-out matrix
+  --all                   both: the fan-out matrix, then the scale run
+  --quick                 a ~1 minute smoke run (also BENCH_QUICK=1)
+  --variants a,b          variants (BENCH_VARIANTS); default: all of ${DEFAULT_VARIANTS.join(', ')}
+  --clients 1000,5000     client counts N (BENCH_CLIENTS)
+  --payloads 256,4k       payload sizes in bytes, k = KiB (BENCH_PAYLOADS)
+  --reps 3                repetitions (BENCH_REPS)
+  --deliveries 100000     deliveries per measured phase: M = deliveries / N broadcasts (BENCH_DELIVERIES)
+  --window 4              broadcasts in flight (BENCH_WINDOW)
+  --budget-s 540          stop starting sessions after this many seconds (BENCH_BUDGET_S)
+  --max-other-load 0.2    a session is disturbed when more than this share of the machine's CPU
+                          went to other processes during a phase (BENCH_MAX_OTHER_LOAD)
+  --retries 2             re-runs of a disturbed session, within the budget (BENCH_RETRIES)
+  --scale-clients 10000   idle connections in the scale run (BENCH_SCALE_CLIENTS)
+  --out FILE              markdown file to update (default: RESULTS.md for a full default run,
+                          results/last-run.md for a quick or filtered run)
+  --no-write              print only
+  --render FILE           no run: rewrite the markdown from a saved results/*.json
+`;
+
+const { values: args } = parseArgs({
+  options: {
+    scale: { type: 'boolean' },
+    all: { type: 'boolean' },
+    quick: { type: 'boolean' },
+    variants: { type: 'string' },
+    clients: { type: 'string' },
+    payloads: { type: 'string' },
+    reps: { type: 'string' },
+    deliveries: { type: 'string' },
+    window: { type: 'string' },
+    'budget-s': { type: 'string' },
+    'max-other-load': { type: 'string' },
+    retries: { type: 'string' },
+    'scale-clients': { type: 'string' },
+    out: { type: 'string' },
+    'no-write': { type: 'boolean' },
+    render: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  },
+  allowPositionals: false,
+});
+if (args.help) {
+  process.stdout.write(HELP);
+  process.exit(0);
+}
+
+const env = process.env;
+const quick = args.quick === true || env.BENCH_QUICK === '1' || env.BENCH_QUICK === 'true';
+const pick = (arg, name) => args[arg] ?? env[name];
+const list = (text, parse = String) => text.split(',').map((s) => s.trim()).filter(Boolean).map(parse);
+const size = (s) => {
+  const m = /^(\d+(?:\.\d+)?)\s*(k|kib|kb)?$/i.exec(s);
+  if (!m) throw new Error(`bad payload size ${s}`);
+  return Math.round(Number(m[1]) * (m[2] ? 1024 : 1));
+};
+const positive = (s, what) => {
+  const n = Number(s);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${what} must be a positive number, got ${s}`);
+  return n;
+};
+
+const filtered = ['variants', 'clients', 'payloads', 'reps', 'deliveries', 'window'].some((k) => args[k] !== undefined || env[`BENCH_${k.toUpperCase()}`] !== undefined);
+const variants = pick('variants', 'BENCH_VARIANTS') ? list(pick('variants', 'BENCH_VARIANTS')) : undefined;
+for (const v of variants ?? []) if (!VARIANTS[v]) throw new Error(`unknown variant ${v}; known: ${Object.keys(VARIANTS).join(', ')}`);
+
+const plan = {
+  variants: variants ?? DEFAULT_VARIANTS,
+  clients: pick('clients', 'BENCH_CLIENTS') ? list(pick('clients', 'BENCH_CLIENTS'), (s) => positive(s, 'clients')) : quick ? [1000] : [1000, 5000],
+  payloads: pick('payloads', 'BENCH_PAYLOADS') ? list(pick('payloads', 'BENCH_PAYLOADS'), size) : [256, 4096],
+  reps: positive(pick('reps', 'BENCH_REPS') ?? (quick ? 1 : 3), 'reps'),
+  deliveries: positive(pick('deliveries', 'BENCH_DELIVERIES') ?? (quick ? 20_000 : 100_000), 'deliveries'),
+  window: positive(pick('window', 'BENCH_WINDOW') ?? 4, 'window'),
+  maxOtherLoad: Number(pick('max-other-load', 'BENCH_MAX_OTHER_LOAD') ?? 0.2),
+  retries: Number(pick('retries', 'BENCH_RETRIES') ?? 2),
+  minMessages: 10,
+  budgetMs: positive(pick('budget-s', 'BENCH_BUDGET_S') ?? (quick ? 75 : 540), 'budget-s') * 1000,
+  log: (line) => console.log(line),
+};
+const scaleClients = positive(pick('scale-clients', 'BENCH_SCALE_CLIENTS') ?? (quick ? 2_000 : 10_000), 'scale-clients');
+const scaleVariants = variants ?? SCALE_VARIANTS;
+
+const resultsDir = new URL('../results/', import.meta.url);
+const outFile = args.out ?? (quick || filtered ? new URL('last-run.md', resultsDir).pathname : new URL('../RESULTS.md', import.meta.url).pathname);
+const extra = process.argv.slice(2).filter((a) => a !== '--scale');
+const command = `${quick && !args.quick ? 'BENCH_QUICK=1 ' : ''}${args.scale ? 'pnpm --filter @bcast/bench bench:scale' : 'pnpm bench'}${extra.length ? ` -- ${extra.join(' ')}` : ''}`;
+const write = args['no-write'] !== true;
+const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+if (write) mkdirSync(resultsDir, { recursive: true });
+
+if (args.render) {
+  const saved = JSON.parse(readFileSync(args.render, 'utf8'));
+  const file = args.out ?? new URL('../RESULTS.md', import.meta.url).pathname;
+  const markdown = saved.matrix
+    ? fanoutMarkdown({ plan: saved.plan, matrix: saved.matrix, facts: saved.facts, command: saved.command ?? 'pnpm bench' })
+    : scaleMarkdown({ scale: saved.scale, facts: saved.facts, command: saved.command ?? 'pnpm --filter @bcast/bench bench:scale' });
+  console.log(markdown);
+  if (write) {
+    writeSection(file, saved.matrix ? 'fanout' : 'scale', markdown);
+    console.log(`wrote ${file}`);
+  }
+  process.exit(0);
+}
+
+let failures = 0;
+const doFanout = args.scale !== true || args.all === true;
+const doScale = args.scale === true || args.all === true;
+
+if (doFanout) {
+  const facts = machineFacts();
+  console.log(`fan-out: ${plan.variants.length} variants x N ${plan.clients.join('/')} x ${plan.payloads.map(String).join('/')} B x ${plan.reps} rep(s), ${plan.deliveries} deliveries per phase, window ${plan.window}`);
+  const matrix = await runMatrix(plan);
+  failures += matrix.sessions.filter((s) => s.error).length;
+  const markdown = fanoutMarkdown({ plan, matrix, facts, command });
+  console.log(`\n${markdown}\n`);
+  if (write) {
+    const { log: _log, ...planData } = plan;
+    writeFileSync(new URL(`fanout-${stamp}.json`, resultsDir), JSON.stringify({ command, facts, plan: planData, matrix }, null, 1));
+    writeSection(outFile, 'fanout', markdown);
+    console.log(`wrote ${outFile}`);
+  }
+}
+
+if (doScale) {
+  const facts = machineFacts();
+  console.log(`scale: ${scaleVariants.join(', ')} with ${scaleClients} idle connections each`);
+  const scale = await runScale({ variants: scaleVariants, clients: scaleClients, log: plan.log });
+  failures += scale.results.filter((s) => s.error).length;
+  const markdown = scaleMarkdown({ scale, facts, command });
+  console.log(`\n${markdown}\n`);
+  if (write) {
+    writeFileSync(new URL(`scale-${stamp}.json`, resultsDir), JSON.stringify({ command, facts, scale }, null, 1));
+    writeSection(outFile, 'scale', markdown);
+    console.log(`wrote ${outFile}`);
+  }
+}
+
+if (failures > 0) {
+  console.error(`${failures} session(s) failed; see above`);
+  process.exitCode = 1;
+}
