@@ -131,6 +131,7 @@ export class Broadcaster {
   readonly #startedAt = Date.now();
   readonly #closeGraceMs: number;
   readonly #inboundHost: InboundHost;
+  readonly #handleHost: HandleHost;
   #heartbeat: NodeJS.Timeout | undefined;
   #unsubscribe: (() => void) | undefined;
   #subscribed: Promise<void>;
@@ -160,6 +161,12 @@ export class Broadcaster {
       isMember: (entry, room) => this.rooms.roomsOf(entry.id).has(room),
       reject: (entry, code) => this.#rejectInbound(entry, code),
       log: (level, message, error) => this.#log(level, message, error),
+    };
+    this.#handleHost = {
+      inbound: this.#inboundHost,
+      states: this.#inboundStates,
+      burst: this.#inbound.rateLimitBurst,
+      closed: (entry, code, reason) => this.#unregister(entry, code, reason),
     };
     this.classifier = options.classifier ?? new ErrorClassifier();
     const reliability = options.reliability ?? {};
@@ -228,25 +235,9 @@ export class Broadcaster {
     const previous = this.connections.get(connection.id);
     if (previous) this.#unregister(previous, CloseCode.GoingAway, 'replaced');
     const entry = this.connections.add(connection);
-    const state = new InboundState(this.#inbound.rateLimitBurst, Date.now());
-    this.#inboundStates.set(entry, state);
     this.monitor.connectionOpened();
     this.#hook('onConnect', () => this.#options.onConnect?.(entry));
-    const host = this.#inboundHost;
-    return {
-      entry,
-      message: (data, isBinary = false) => {
-        entry.lastSeenAt = Date.now();
-        entry.awaitingPong = false;
-        if (entry.isClosing) return Promise.resolve();
-        return handleInbound(host, entry, state, data, isBinary);
-      },
-      pong: () => {
-        entry.lastSeenAt = Date.now();
-        entry.awaitingPong = false;
-      },
-      closed: (code = CloseCode.GoingAway, reason = '') => this.#unregister(entry, code, reason),
-    };
+    return new Handle(entry, this.#handleHost);
   }
 
   /** Closes a connection with a code and reason and unregisters it now. False when unknown. */
@@ -581,4 +572,42 @@ function mergeLatency(stats: MonitorStats): { p50: number; p95: number; p99: num
     p99 = Math.max(p99, op.latencyMs.p99);
   }
   return { p50, p95, p99 };
+}
+
+/** What every connection's handle shares (one object per broadcaster). */
+interface HandleHost {
+  readonly inbound: InboundHost;
+  readonly states: WeakMap<ConnectionEntry, InboundState>;
+  readonly burst: number;
+  closed(entry: ConnectionEntry, code: number, reason: string): void;
+}
+
+/** One small object per connection (no closures); inbound state is created on the first frame. */
+class Handle implements ConnectionHandle {
+  constructor(
+    readonly entry: ConnectionEntry,
+    readonly host: HandleHost,
+  ) {}
+
+  message(data: string | Buffer, isBinary = false): Promise<void> {
+    const entry = this.entry;
+    entry.lastSeenAt = Date.now();
+    entry.awaitingPong = false;
+    if (entry.isClosing) return Promise.resolve();
+    let state = this.host.states.get(entry);
+    if (state === undefined) {
+      state = new InboundState(this.host.burst, entry.lastSeenAt);
+      this.host.states.set(entry, state);
+    }
+    return handleInbound(this.host.inbound, entry, state, data, isBinary);
+  }
+
+  pong(): void {
+    this.entry.lastSeenAt = Date.now();
+    this.entry.awaitingPong = false;
+  }
+
+  closed(code: number = CloseCode.GoingAway, reason = ''): void {
+    this.host.closed(this.entry, code, reason);
+  }
 }

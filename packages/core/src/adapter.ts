@@ -54,7 +54,20 @@ export async function withDeadline<T>(work: () => Promise<T> | T, timeoutMs: num
   }
 }
 
-/** Fresh connection id: a UUID, unique across nodes so `except` works over the backplane. */
+let idPool = Buffer.alloc(0);
+let idOffset = 0;
+
+/**
+ * Fresh connection id: 128 random bits as 32 hex characters, unique across nodes so `except`
+ * works over the backplane. Cut from a pooled random buffer, so each id is one flat 32-byte string
+ * (`crypto.randomUUID()` on Node 20 builds a rope of ~14 pieces, ~0.45 KiB per live connection).
+ */
 export function newConnectionId(): string {
-  return crypto.randomUUID();
+  if (idOffset + 16 > idPool.length) {
+    idPool = Buffer.from(crypto.getRandomValues(new Uint8Array(4096)).buffer);
+    idOffset = 0;
+  }
+  const id = idPool.toString('hex', idOffset, idOffset + 16);
+  idOffset += 16;
+  return id;
 }

@@ -1,6 +1,9 @@
-import { BcastError, CloseCode, CloseReason, ErrorCode, isOriginAllowed, resolveIdentity, withDeadline } from '@bcast/core';
-import type { AuthResult, Broadcaster, Connection, ConnectionHandle, EncodedMessage, Identity, OriginPolicy } from '@bcast/core';
+import { CloseCode, CloseReason, isOriginAllowed, resolveIdentity, withDeadline } from '@bcast/core';
+import type { AuthResult, Broadcaster, Connection, ConnectionHandle, Identity, OriginPolicy } from '@bcast/core';
 import type { Namespace, Server, Socket } from 'socket.io';
+import { SocketIoConnection, checkEvent, terminateConn, type EngineConn, type SocketIoConnectionInit } from './connection.js';
+
+export type { SocketIoConnectionInit } from './connection.js';
 
 // Any typed-events Server / Namespace / Socket is accepted.
 type AnyServer = Server<any, any, any, any>;
@@ -31,13 +34,6 @@ export interface SocketIoAdapterOptions {
   closeTimeoutMs?: number;
 }
 
-export interface SocketIoConnectionInit {
-  /** @default socket.id */ id?: string;
-  userId?: string | undefined;
-  data?: unknown;
-  /** Event broadcasts are emitted on. @default "message" */ event?: string;
-}
-
 export interface SocketIoAttachment {
   /** Disconnects this adapter's sockets (`disconnect(true)`), removes its middleware, hooks and listeners. */
   dispose(): Promise<void>;
@@ -45,30 +41,8 @@ export interface SocketIoAttachment {
 
 type AllowRequest = NonNullable<AnyServer['engine']['opts']['allowRequest']>;
 
-/** The engine.io / socket.io internals used here, all feature-checked (see docs/decisions-socketio.md). */
-interface EngineConn {
-  readonly readyState: string;
-  readonly writeBuffer?: ReadonlyArray<{ data?: unknown }>;
-  readonly transport?: { socket?: { bufferedAmount?: unknown; terminate?: () => void } };
-  close(discard?: boolean): void;
-  once(event: 'close', listener: () => void): unknown;
-}
-interface Internals {
-  writeToEngine?: (packets: unknown[], opts: object) => void;
-  _encode?: (packet: object, opts: object) => unknown[];
-  notifyOutgoingListeners?: (packet: object) => void;
-}
-type Prepared = { readonly packet: object; readonly packets: unknown[]; readonly opts: object };
-
-const RESERVED_EVENTS = new Set(['connect', 'connect_error', 'disconnect', 'disconnecting', 'newListener', 'removeListener']);
-const EVENT_PACKET = 2; // socket.io-parser PacketType.EVENT; the encoder turns it into BINARY_EVENT when needed
-const ABNORMAL_CLOSURE = 1006;
+const ABNORMAL_CLOSURE = CloseCode.AbnormalClosure;
 const GOING_AWAY_REASONS = new Set(['server namespace disconnect', 'server shutting down', 'forced server close', 'transport close']);
-
-function checkEvent(name: unknown, option: string): string {
-  if (typeof name === 'string' && name.length > 0 && !RESERVED_EVENTS.has(name)) return name;
-  throw new BcastError(ErrorCode.InvalidOption, `${option} must be a non-empty, non-reserved socket.io event name, got ${JSON.stringify(name)}`);
-}
 
 /**
  * socket.io has no close codes; the disconnect reason maps to a WebSocket-like one:
@@ -79,71 +53,12 @@ export function closeCodeOf(reason: string): number {
   return GOING_AWAY_REASONS.has(reason) ? CloseCode.GoingAway : ABNORMAL_CLOSURE; // ping timeout, transport error...
 }
 
-// One packet builder per (namespace, event). It is also the `prepare` key, so a broadcast encodes
-// its packet once for all sockets of a namespace, the way socket.io's own adapter broadcasts.
-const builders = new WeakMap<object, Map<string, (message: EncodedMessage) => Prepared>>();
-
-function builderFor(nsp: AnyNamespace, event: string): (message: EncodedMessage) => Prepared {
-  const byEvent = builders.get(nsp) ?? new Map<string, (message: EncodedMessage) => Prepared>();
-  builders.set(nsp, byEvent);
-  const build =
-    byEvent.get(event) ??
-    ((message: EncodedMessage): Prepared => {
-      const packet = { type: EVENT_PACKET, nsp: nsp.name, data: [event, message.value] };
-      const opts = { preEncoded: true };
-      // The in-memory adapter's _encode also pre-builds the WebSocket frame (`wsPreEncodedFrame`).
-      const adapter = nsp.adapter as unknown as Internals;
-      const packets = typeof adapter._encode === 'function' ? adapter._encode(packet, opts) : nsp.server.encoder.encode(packet);
-      return { packet, packets, opts };
-    });
-  byEvent.set(event, build);
-  return build;
-}
-
-const sizeOf = (data: unknown): number => (typeof data === 'string' ? data.length : ArrayBuffer.isView(data) ? data.byteLength : 0);
-
-function terminateConn(conn: EngineConn): void {
-  const ws = conn.transport?.socket;
-  return typeof ws?.terminate === 'function' ? ws.terminate() : conn.close(true);
-}
-
 /**
  * A socket.io Socket as a core Connection. Broadcasts are written as one packet encoded once per
  * broadcast (`client.writeToEngine`), or with `socket.emit(event, value)` where that is unavailable.
  */
 export function socketIoConnection(socket: AnySocket, init: SocketIoConnectionInit = {}): Connection {
-  const event = checkEvent(init.event ?? 'message', 'event');
-  const conn = socket.conn as unknown as EngineConn;
-  const client = socket.client as unknown as Internals;
-  // With connection state recovery, socket.emit stores packets for replay: keep that path.
-  const preEncoded = typeof client.writeToEngine === 'function' && !socket.nsp.server._opts.connectionStateRecovery;
-  const build = builderFor(socket.nsp, event);
-  // engine.io's writeBuffer is uncapped (engine.io#420) and replaced on each flush: count it incrementally.
-  let [counted, countedLength, countedBytes]: [unknown, number, number] = [undefined, 0, 0];
-  return {
-    id: init.id ?? socket.id,
-    userId: init.userId,
-    data: init.data,
-    get isOpen() {
-      return socket.connected;
-    },
-    get bufferedBytes() {
-      const buffer = conn.readyState === 'closed' ? [] : (conn.writeBuffer ?? []);
-      if (buffer !== counted || buffer.length < countedLength) [counted, countedLength, countedBytes] = [buffer, 0, 0];
-      for (; countedLength < buffer.length; countedLength++) countedBytes += sizeOf(buffer[countedLength]?.data);
-      const ws = conn.transport?.socket;
-      return countedBytes + (typeof ws?.bufferedAmount === 'number' ? ws.bufferedAmount : 0);
-    },
-    send(message) {
-      if (!socket.connected) throw new BcastError(ErrorCode.ConnectionClosed, `socket ${socket.id} is disconnected`);
-      if (!preEncoded) return void socket.emit(event, message.value);
-      const prepared = message.prepare(build, build);
-      (socket as unknown as Internals).notifyOutgoingListeners?.(prepared.packet);
-      client.writeToEngine?.(prepared.packets, prepared.opts);
-    },
-    close: () => void socket.disconnect(true),
-    terminate: () => terminateConn(conn),
-  };
+  return new SocketIoConnection(socket, init);
 }
 
 /**

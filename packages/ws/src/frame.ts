@@ -1,4 +1,4 @@
-import { BcastError, ErrorCode, type EncodedMessage } from '@bcast/core';
+import { BcastError, ErrorCode, type Connection, type EncodedMessage } from '@bcast/core';
 import type { WebSocket } from 'ws';
 
 /**
@@ -36,28 +36,29 @@ interface WsInternals {
   readonly _extensions?: Record<string, unknown>;
 }
 
-/** `EncodedMessage.prepare` key of the pre-built frame. */
-const FRAME_KEY: object = { transport: '@bcast/ws' };
 const OPEN = 1;
 /** ws's Sender state when no deflate or blob read is in progress. */
 const SENDER_IDLE = 0;
 
-/** The writable socket and ws's frame builder, when this socket can take a pre-built frame now. */
-export function frameTarget(ws: WebSocket): { write: (data: Buffer) => unknown; frame: FrameFn } | undefined {
+/**
+ * ws's static `Sender.frame`, when this socket can take a pre-built frame right now: the internals
+ * have the expected shape, no permessage-deflate, and the Sender has nothing in flight.
+ * The function doubles as the `EncodedMessage.prepare` key, so each ws copy gets its own frame.
+ */
+export function frameFunction(ws: WebSocket): FrameFn | undefined {
   const internals = ws as unknown as WsInternals;
   const sender = internals._sender;
   if (!sender || internals._extensions?.['permessage-deflate'] !== undefined) return undefined;
   const frame = sender.constructor.frame;
-  const socket = sender._socket;
-  if (typeof frame !== 'function' || !socket || typeof socket.write !== 'function') return undefined;
+  if (typeof frame !== 'function' || typeof sender._socket?.write !== 'function') return undefined;
   if (sender._state !== SENDER_IDLE || !Array.isArray(sender._queue) || sender._queue.length > 0 || sender._firstFragment !== true) {
     return undefined;
   }
-  return { write: (data) => (socket.write as (data: Buffer) => unknown).call(socket, data), frame: frame as FrameFn };
+  return frame as FrameFn;
 }
 
 /** One unmasked, final, uncompressed frame carrying the whole message, as a single Buffer. */
-export function buildFrame(frame: FrameFn, message: EncodedMessage): Buffer {
+export function buildFrame(message: EncodedMessage, frame: FrameFn): Buffer {
   const parts = frame(message.bytes, { fin: true, mask: false, opcode: message.binary ? 2 : 1, readOnly: true, rsv1: false });
   return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
 }
@@ -65,6 +66,7 @@ export function buildFrame(frame: FrameFn, message: EncodedMessage): Buffer {
 /**
  * Writes one message: the frame built once per broadcast when possible, else `ws.send`.
  * Throws BCAST_CONNECTION_CLOSED when the socket is not open (ws itself would drop it silently).
+ * Allocates nothing per recipient on the fast path.
  */
 export function sendMessage(ws: WebSocket, message: EncodedMessage): void {
   if (ws.readyState !== OPEN) {
@@ -74,11 +76,44 @@ export function sendMessage(ws: WebSocket, message: EncodedMessage): void {
   if (socket?.destroyed === true || socket?.writableEnded === true) {
     throw new BcastError(ErrorCode.ConnectionClosed, 'WebSocket transport is closed');
   }
-  const target = frameTarget(ws);
-  if (target) {
-    const { frame } = target;
-    target.write(message.prepare(FRAME_KEY, (m) => buildFrame(frame, m)));
+  const frame = frameFunction(ws);
+  if (frame !== undefined && socket !== undefined) {
+    (socket.write as (data: Buffer) => unknown).call(socket, message.prepare(frame, buildFrame));
     return;
   }
   ws.send(message.bytes, { binary: message.binary });
+}
+
+/** The Connection port over one ws socket; see `wsConnection`. */
+export class WsConnection implements Connection {
+  constructor(
+    readonly ws: WebSocket,
+    readonly id: string,
+    readonly userId: string | undefined,
+    readonly data: unknown,
+  ) {}
+
+  get isOpen(): boolean {
+    return this.ws.readyState === OPEN;
+  }
+
+  get bufferedBytes(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  send(message: EncodedMessage): void {
+    sendMessage(this.ws, message);
+  }
+
+  close(code: number, reason: string): void {
+    this.ws.close(code, reason);
+  }
+
+  terminate(): void {
+    this.ws.terminate();
+  }
+
+  ping(): void {
+    this.ws.ping();
+  }
 }

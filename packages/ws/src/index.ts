@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import { BcastError, CloseCode, CloseReason, ErrorCode, newConnectionId, type AuthResult, type Broadcaster } from '@bcast/core';
 import type { Connection, ConnectionHandle, Identity, OriginPolicy } from '@bcast/core';
 import type { WebSocket, WebSocketServer } from 'ws';
-import { sendMessage } from './frame.js';
+import { WsConnection } from './frame.js';
 import { anonymous, createVerifier, refuse } from './handshake.js';
 
 export interface WsAdapterOptions {
@@ -46,28 +46,13 @@ export const recommendedServerOptions = Object.freeze({
   maxFragments: 1_024,
 } as const);
 
-const OPEN = 1;
 const CLOSED = 3;
 /** Sockets already registered by this package, so that a second listener never registers them again. */
 const accepted = new WeakSet<WebSocket>();
 
-/** The core's Connection port over a ws WebSocket. */
+/** The core's Connection port over a ws WebSocket (a class: one small object, fast property access). */
 export function wsConnection(ws: WebSocket, init: { id?: string; userId?: string | undefined; data?: unknown } = {}): Connection {
-  return {
-    id: init.id ?? newConnectionId(),
-    userId: init.userId,
-    data: init.data,
-    get isOpen() {
-      return ws.readyState === OPEN;
-    },
-    get bufferedBytes() {
-      return ws.bufferedAmount;
-    },
-    send: (message) => sendMessage(ws, message),
-    close: (code, reason) => ws.close(code, reason),
-    terminate: () => ws.terminate(),
-    ping: () => ws.ping(),
-  };
+  return new WsConnection(ws, init.id ?? newConnectionId(), init.userId, init.data);
 }
 
 /**
@@ -80,14 +65,30 @@ export function acceptWebSocket(broadcaster: Broadcaster, ws: WebSocket, identit
   ws.on('error', noop);
   const handle = broadcaster.register(wsConnection(ws, { userId: identity.userId, data: identity.data }));
   accepted.add(ws);
-  ws.on('message', (data, isBinary) => {
-    const bytes = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
-    handle.message(bytes, isBinary).catch(noop);
-  });
-  ws.on('pong', () => handle.pong());
-  ws.once('close', (code: number, reason: Buffer) => handle.closed(code, reason.toString()));
-  if (ws.readyState === CLOSED) handle.closed(CloseCode.GoingAway, '');
+  handles.set(ws, handle);
+  // Shared listeners (ws calls them with `this` = the socket): no closures per connection.
+  ws.on('message', onMessage);
+  ws.on('pong', onPong);
+  ws.on('close', onClose);
+  if (ws.readyState === CLOSED) onClose.call(ws, CloseCode.GoingAway, Buffer.alloc(0));
   return handle;
+}
+
+const handles = new WeakMap<WebSocket, ConnectionHandle>();
+
+function onMessage(this: WebSocket, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
+  const bytes = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
+  handles.get(this)?.message(bytes, isBinary).catch(noop);
+}
+
+function onPong(this: WebSocket): void {
+  handles.get(this)?.pong();
+}
+
+function onClose(this: WebSocket, code: number, reason: Buffer): void {
+  const handle = handles.get(this);
+  handles.delete(this);
+  handle?.closed(code, reason.toString());
 }
 
 /**

@@ -18,6 +18,8 @@ export class EncodedMessage {
   readonly volatile: boolean;
   readonly #value: unknown;
   #prepared: Map<object, unknown> | undefined;
+  #lastKey: object | undefined;
+  #lastValue: unknown;
 
   constructor(init: { value: unknown; text: string | undefined; bytes: Buffer; type: string | undefined; volatile?: boolean }) {
     this.#value = init.value;
@@ -44,13 +46,21 @@ export class EncodedMessage {
 
   /**
    * Returns the transport-specific form of this message, built on first use and cached for the rest
-   * of the broadcast. `key` identifies the transport (use a module-level object or symbol holder).
+   * of the broadcast. `key` identifies the transport's form (a module-level object, or e.g. the
+   * framing function itself); `build` receives it, so a module-level builder needs no closure.
    */
-  prepare<T>(key: object, build: (message: EncodedMessage) => T): T {
+  prepare<K extends object, T>(key: K, build: (message: EncodedMessage, key: K) => T): T {
+    // Called once per recipient: a single-entry fast path before the Map, no allocation.
+    if (this.#lastKey === key) return this.#lastValue as T;
     const cache = (this.#prepared ??= new Map());
-    if (cache.has(key)) return cache.get(key) as T;
-    const built = build(this);
-    cache.set(key, built);
+    let built: T;
+    if (cache.has(key)) built = cache.get(key) as T;
+    else {
+      built = build(this, key);
+      cache.set(key, built);
+    }
+    this.#lastKey = key;
+    this.#lastValue = built;
     return built;
   }
 }

@@ -58,3 +58,13 @@ describe('ErrorClassifier', () => {
     expect(custom.classify(withCode('ECONNREFUSED'))).toBe('transient');
   });
 });
+
+describe('newConnectionId', () => {
+  it('gives 32 hex characters, unique over many pool refills', async () => {
+    const { newConnectionId } = await import('../index.js');
+    const ids = new Set<string>();
+    for (let i = 0; i < 5_000; i += 1) ids.add(newConnectionId());
+    expect(ids.size).toBe(5_000);
+    for (const id of [...ids].slice(0, 50)) expect(id).toMatch(/^[0-9a-f]{32}$/);
+  });
+});
