@@ -107,12 +107,16 @@ try {
   await stop(1);
 }
 
-/** True when a TCP connection to the URL's host and port opens within a second. */
+/**
+ * True when a TCP connection to the URL's host and port opens within a second.
+ * @param {string} url
+ * @returns {Promise<boolean>}
+ */
 function reachable(url) {
   const { hostname, port } = new URL(url);
   return new Promise((resolve) => {
     const socket = createConnection({ host: hostname, port: Number(port || 6379) });
-    const done = (ok) => {
+    const done = (/** @type {boolean} */ ok) => {
       socket.destroy();
       resolve(ok);
     };
