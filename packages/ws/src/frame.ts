@@ -23,9 +23,18 @@ interface FrameOptions {
 
 type FrameFn = (data: Buffer, options: FrameOptions) => Buffer[];
 
+interface TransportSocket {
+  readonly destroyed?: boolean;
+  readonly writableEnded?: boolean;
+  readonly writableCorked?: number;
+  write?: unknown;
+  cork?: () => void;
+  uncork?: () => void;
+}
+
 interface SenderInternals {
   readonly constructor: { readonly frame?: unknown };
-  readonly _socket?: { readonly destroyed?: boolean; readonly writableEnded?: boolean; write?: unknown };
+  readonly _socket?: TransportSocket;
   readonly _state?: unknown;
   readonly _queue?: unknown;
   readonly _firstFragment?: unknown;
@@ -63,6 +72,30 @@ export function buildFrame(message: EncodedMessage, frame: FrameFn): Buffer {
   return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
 }
 
+/*
+ * Coalescing: when several broadcasts are written in the same tick (a burst), each socket gets one
+ * write for all of them after the first, instead of one write (one syscall) per message. The first
+ * message of a tick is written at once, so a lone message is never delayed; from the second on,
+ * sockets are corked and uncorked together on process.nextTick, which runs after the current
+ * promise jobs (where the broadcasts of the burst run) have drained.
+ */
+let tickMessage: EncodedMessage | undefined;
+let burst = false;
+const corked: TransportSocket[] = [];
+
+function noteMessage(message: EncodedMessage): void {
+  if (tickMessage === undefined) process.nextTick(endTick);
+  else burst = true;
+  tickMessage = message;
+}
+
+function endTick(): void {
+  tickMessage = undefined;
+  burst = false;
+  for (const socket of corked) socket.uncork?.();
+  corked.length = 0;
+}
+
 /**
  * Writes one message: the frame built once per broadcast when possible, else `ws.send`.
  * Throws BCAST_CONNECTION_CLOSED when the socket is not open (ws itself would drop it silently).
@@ -78,6 +111,11 @@ export function sendMessage(ws: WebSocket, message: EncodedMessage): void {
   }
   const frame = frameFunction(ws);
   if (frame !== undefined && socket !== undefined) {
+    if (message !== tickMessage) noteMessage(message);
+    if (burst && socket.writableCorked === 0 && typeof socket.cork === 'function') {
+      socket.cork();
+      corked.push(socket);
+    }
     (socket.write as (data: Buffer) => unknown).call(socket, message.prepare(frame, buildFrame));
     return;
   }
