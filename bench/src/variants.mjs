@@ -64,11 +64,11 @@ async function discardingTracerProvider() {
   return { provider, exported: () => exported };
 }
 
-async function bcastWs(server, broadcasterOptions = {}) {
+async function bcastWs(server, broadcasterOptions = {}, adapterOptions = {}) {
   const [{ Broadcaster }, { attachToServer }] = await Promise.all([loadBcast('@bcast/core', 'core'), loadBcast('@bcast/ws', 'ws')]);
   const wss = await wsServer(server);
   const broadcaster = new Broadcaster(broadcasterOptions);
-  const adapter = attachToServer(broadcaster, wss);
+  const adapter = attachToServer(broadcaster, wss, adapterOptions);
   return {
     connections: () => broadcaster.connections.size,
     broadcast: (message) => broadcaster.toAll(message),
@@ -158,6 +158,13 @@ export const VARIANTS = {
     transport: 'ws',
     describe: '`broadcaster.toAll(message)` through `@bcast/ws` `attachToServer(broadcaster, wss)` with default options (no SDK registered: OTel API no-op)',
     create: (server) => bcastWs(server),
+  },
+  'bcast-ws-coalesce': {
+    name: 'bcast-ws-coalesce',
+    label: '@bcast/ws, coalesce: true',
+    transport: 'ws',
+    describe: 'as bcast-ws, with `attachToServer(broadcaster, wss, { coalesce: true })`: broadcasts issued in the same tick share one write per socket after the first',
+    create: (server) => bcastWs(server, {}, { coalesce: true }),
   },
   'bcast-socketio': {
     name: 'bcast-socketio',

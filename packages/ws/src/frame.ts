@@ -101,7 +101,7 @@ function endTick(): void {
  * Throws BCAST_CONNECTION_CLOSED when the socket is not open (ws itself would drop it silently).
  * Allocates nothing per recipient on the fast path.
  */
-export function sendMessage(ws: WebSocket, message: EncodedMessage): void {
+export function sendMessage(ws: WebSocket, message: EncodedMessage, coalesce = false): void {
   if (ws.readyState !== OPEN) {
     throw new BcastError(ErrorCode.ConnectionClosed, `WebSocket is not open (readyState ${ws.readyState})`);
   }
@@ -111,8 +111,8 @@ export function sendMessage(ws: WebSocket, message: EncodedMessage): void {
   }
   const frame = frameFunction(ws);
   if (frame !== undefined && socket !== undefined) {
-    if (message !== tickMessage) noteMessage(message);
-    if (burst && socket.writableCorked === 0 && typeof socket.cork === 'function') {
+    if (coalesce && message !== tickMessage) noteMessage(message);
+    if (coalesce && burst && socket.writableCorked === 0 && typeof socket.cork === 'function') {
       socket.cork();
       corked.push(socket);
     }
@@ -129,6 +129,7 @@ export class WsConnection implements Connection {
     readonly id: string,
     readonly userId: string | undefined,
     readonly data: unknown,
+    readonly coalesce = false,
   ) {}
 
   get isOpen(): boolean {
@@ -140,7 +141,7 @@ export class WsConnection implements Connection {
   }
 
   send(message: EncodedMessage): void {
-    sendMessage(this.ws, message);
+    sendMessage(this.ws, message, this.coalesce);
   }
 
   close(code: number, reason: string): void {
@@ -148,6 +149,9 @@ export class WsConnection implements Connection {
   }
 
   terminate(): void {
+    // Flush what a burst left corked before destroying, so nothing written is dropped here.
+    const socket = (this.ws as unknown as WsInternals)._sender?._socket;
+    while (socket !== undefined && (socket.writableCorked ?? 0) > 0) socket.uncork?.();
     this.ws.terminate();
   }
 

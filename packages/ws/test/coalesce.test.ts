@@ -33,9 +33,9 @@ function countWrites(h: Harness): Array<{ writes: number; chunks: number }> {
   return counters;
 }
 
-describe('coalescing broadcasts of one tick', () => {
+describe('coalescing broadcasts of one tick (coalesce: true)', () => {
   it('ten broadcasts issued together reach every client in order with at most two writes per socket', async () => {
-    harness = await startWs();
+    harness = await startWs({ adapter: { coalesce: true } });
     const clients = await Promise.all([1, 2, 3].map(() => openClient(harness!.url)));
     const counters = countWrites(harness);
     const results = await Promise.all(Array.from({ length: 10 }, (_, i) => harness!.broadcaster.toAll({ seq: i })));
@@ -48,7 +48,7 @@ describe('coalescing broadcasts of one tick', () => {
   });
 
   it('a lone broadcast is written before its promise resolves, not held for the next tick', async () => {
-    harness = await startWs();
+    harness = await startWs({ adapter: { coalesce: true } });
     const clients = await Promise.all([1, 2].map(() => openClient(harness!.url)));
     const counters = countWrites(harness);
     await harness.broadcaster.toAll('alone');
@@ -57,12 +57,30 @@ describe('coalescing broadcasts of one tick', () => {
   });
 
   it('a burst does not disturb replies and later broadcasts (uncorked at the end of the tick)', async () => {
-    harness = await startWs({ broadcaster: { allowClientJoins: true } });
+    harness = await startWs({ broadcaster: { allowClientJoins: true }, adapter: { coalesce: true } });
     const client = await openClient(harness.url);
     await Promise.all([harness.broadcaster.toAll('a'), harness.broadcaster.toAll('b')]);
     expect(await client.waitFor(2)).toEqual(['a', 'b']);
     expect(await client.request('{"type":"ping","requestId":1}')).toEqual({ type: 'pong', requestId: 1 });
     await harness.broadcaster.toAll('c');
     expect(await client.waitFor(4)).toEqual(['a', 'b', '{"type":"pong","requestId":1}', 'c']);
+  });
+
+  it('terminating a connection right after a burst still delivers what was written first', async () => {
+    harness = await startWs({ adapter: { coalesce: true } });
+    const client = await openClient(harness.url);
+    await Promise.all([1, 2, 3].map((n) => harness!.broadcaster.toAll({ n })));
+    // still the same tick: the burst is corked until process.nextTick
+    [...harness.broadcaster.connections.entries()][0]?.connection.terminate?.();
+    await client.closed;
+    expect(client.frames).toEqual(['{"n":1}', '{"n":2}', '{"n":3}']);
+  });
+
+  it('is off by default: every broadcast is its own write, as with ws.send', async () => {
+    harness = await startWs();
+    await openClient(harness.url);
+    const [counter] = countWrites(harness);
+    await Promise.all([1, 2, 3].map((n) => harness!.broadcaster.toAll({ n })));
+    expect(counter).toEqual({ writes: 3, chunks: 3 });
   });
 });
