@@ -1,33 +1,12 @@
 // The docker-compose setup in miniature: the three apps share a Redis backplane, so a broadcast
 // posted to one app reaches the clients of all three, whatever their transport.
 import { randomUUID } from 'node:crypto';
-import { connect as tcpConnect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REDIS_URL, skipReason, whyUnreachable } from '../../packages/redis/test/helpers.js';
 import { APPS, attr, connectClient, postJson, quietLogger, startAppProcess, startOtlpReceiver, type ChatClient, type RunningApp } from './helpers.js';
 
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-
-function whyUnreachable(url: string): Promise<string | undefined> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = tcpConnect({ host: hostname || '127.0.0.1', port: Number(port || 6379) });
-    const done = (why: string | undefined): void => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(why);
-    };
-    const timer = setTimeout(() => done(`no answer from ${url}`), 1_000);
-    socket.once('error', (error) => done(`${url}: ${error.message}`));
-    socket.once('connect', () => socket.write('PING\r\n'));
-    socket.once('data', (data) => done(data.toString().startsWith('+PONG') ? undefined : `${url} did not answer PONG`));
-  });
-}
-
 const why = await whyUnreachable(REDIS_URL);
-if (why !== undefined) {
-  if (process.env.BCAST_REQUIRE_REDIS === '1') throw new Error(`BCAST_REQUIRE_REDIS=1 but Redis is not usable: ${why}`);
-  console.warn(`[apps redis.test] skipping: ${why} (set REDIS_URL, or BCAST_REQUIRE_REDIS=1 to fail instead)`);
-}
+skipReason('the apps Redis suite', why);
 
 describe.skipIf(why !== undefined)('the three apps on one Redis backplane', () => {
   const running: RunningApp[] = [];

@@ -28,7 +28,7 @@ export function whyUnreachable(url: string = REDIS_URL, timeoutMs = 1_000): Prom
 export function skipReason(what: string, why: string | undefined): boolean {
   if (why === undefined) return false;
   if (requireRedis) throw new Error(`BCAST_REQUIRE_REDIS=1 but ${what} is not usable: ${why}`);
-  console.warn(`[@bcast/redis tests] skipping ${what}: ${why} (set REDIS_URL, or BCAST_REQUIRE_REDIS=1 to fail instead)`);
+  console.warn(`[bcast tests] skipping ${what}: ${why} (set REDIS_URL, or BCAST_REQUIRE_REDIS=1 to fail instead)`);
   return true;
 }
 

@@ -1,10 +1,10 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { connect as tcpConnect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { io as ioClient, type Socket as IoSocket } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REDIS_URL, skipReason, whyUnreachable } from '../../../packages/redis/test/helpers.js';
 import { WebSocket } from 'ws';
 
 /**
@@ -13,30 +13,10 @@ import { WebSocket } from 'ws';
  * exactly once, in each publisher's order.
  */
 
-const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const SERVER = fileURLToPath(new URL('../dist/server.js', import.meta.url));
 
-function whyUnreachable(url: string): Promise<string | undefined> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = tcpConnect({ host: hostname || '127.0.0.1', port: Number(port || 6379) });
-    const done = (why: string | undefined): void => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(why);
-    };
-    const timer = setTimeout(() => done(`no answer from ${url}`), 1_000);
-    socket.once('error', (error) => done(`${url}: ${error.message}`));
-    socket.once('connect', () => socket.write('PING\r\n'));
-    socket.once('data', (data) => done(data.toString().startsWith('+PONG') ? undefined : `${url} did not answer PONG`));
-  });
-}
-
 const why = await whyUnreachable(REDIS_URL);
-if (why !== undefined) {
-  if (process.env['BCAST_REQUIRE_REDIS'] === '1') throw new Error(`BCAST_REQUIRE_REDIS=1 but Redis is not usable: ${why}`);
-  console.warn(`[@bcast/multinode] skipping: ${why} (set REDIS_URL, or BCAST_REQUIRE_REDIS=1 to fail instead)`);
-}
+skipReason('the multi-process suite', why);
 
 type Adapter = 'ws' | 'socket.io' | 'express';
 type Message = Record<string, unknown>;
