@@ -417,6 +417,9 @@ export class Broadcaster {
     entry.isClosing = true;
     if (metricReason !== undefined) this.monitor.recordDisconnect(code, metricReason);
     const conn = entry.connection;
+    // Unregister first: a transport that reports the close synchronously from inside close()
+    // (socket.io's disconnect) then finds nothing left to unregister, and our code and reason win.
+    this.#unregister(entry, code, reason);
     if (!wasClosing) {
       try {
         conn.close(code, reason);
@@ -424,7 +427,6 @@ export class Broadcaster {
         this.#log('warn', `closing connection ${entry.id} failed`, error);
       }
     }
-    this.#unregister(entry, code, reason);
     if (terminateAfterMs !== undefined) {
       const timer = setTimeout(() => {
         this.#timers.delete(timer);

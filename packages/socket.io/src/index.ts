@@ -74,8 +74,9 @@ export function acceptSocket(broadcaster: Broadcaster, socket: AnySocket, init: 
       else void handle.message(typeof payload === 'string' ? payload : (JSON.stringify(payload) ?? ''));
     });
   }
-  // A close the core started (slow consumer, dispose...) is reported by the core, with its own code.
-  socket.once('disconnect', (reason: string) => void (handle.entry.isClosing || handle.closed(closeCodeOf(reason), reason)));
+  // A close the core started (slow consumer, dispose...) was already unregistered with the core's
+  // own code, so this is then a no-op.
+  socket.once('disconnect', (reason: string) => handle.closed(closeCodeOf(reason), reason));
   if (!socket.connected) handle.closed(CloseCode.GoingAway, 'transport close');
   return handle;
 }
