@@ -1,14 +1,17 @@
 // The client-load process: N clients of one transport, counting deliveries and fan-out latency.
-// The same code for every variant: ws clients for ws-based servers, socket.io-client (websocket
-// transport only) for socket.io servers.
+// The same code for every variant. By default (`client: 'lean'`) every client is the lean
+// WebSocket client of lean-client.mjs, speaking plain WebSocket to ws-based servers and
+// engine.io v4 to socket.io servers. With `client: 'library'` they are `ws` clients for ws-based
+// servers and socket.io-client (websocket transport only) for socket.io servers.
 //
-//   -> { cmd: 'connect', port, n, transport, localAddresses, concurrency, timeoutMs }
+//   -> { cmd: 'connect', port, n, transport, client, localAddresses, concurrency, timeoutMs }
 //                                     <- { type: 'connected', n, failed, ms }
 //   -> { cmd: 'phase', id, messages } <- { type: 'armed', id }
 //                                     <- { type: 'complete', seq } (all n clients got message seq)
 //   -> { cmd: 'report', id }          <- { type: 'report', id, delivered, latency, ... }
 //   -> { cmd: 'close' }               (exits at once)
 import { Histogram, clock, readHeader } from './common.mjs';
+import { openLean } from './lean-client.mjs';
 
 const send = (message) => process.send?.(message);
 const fail = (error) => send({ type: 'error', message: error instanceof Error ? error.message : String(error) });
@@ -91,8 +94,9 @@ function sparse(counts) {
 }
 
 /** Opens `n` clients, at most `concurrency` handshakes at a time, spread over the local addresses. */
-async function connectAll({ port, n: total, transport, localAddresses, concurrency = 100, timeoutMs = 30_000 }) {
-  const open = transport === 'socketio' ? await socketIoOpener(port, timeoutMs) : await wsOpener(port, timeoutMs);
+async function connectAll({ port, n: total, transport, client = 'lean', localAddresses, concurrency = 100, timeoutMs = 30_000 }) {
+  const open =
+    client === 'lean' ? leanOpener(port, timeoutMs, transport) : transport === 'socketio' ? await socketIoOpener(port, timeoutMs) : await wsOpener(port, timeoutMs);
   let next = 0;
   let failed = 0;
   let firstError;
@@ -111,6 +115,17 @@ async function connectAll({ port, n: total, transport, localAddresses, concurren
   await Promise.all(Array.from({ length: Math.min(concurrency, total) }, worker));
   if (failed > 0) send({ type: 'log', message: `${failed} of ${total} clients failed to connect: ${firstError?.message ?? firstError}` });
   return { failed };
+}
+
+function leanOpener(port, timeoutMs, transport) {
+  const header = { seq: 0, t: 0 };
+  const onMessage = (buffer, start, end) => {
+    if (readHeader(buffer, header, start, end)) deliver(header.seq, header.t);
+  };
+  const onClose = () => {
+    disconnects += 1;
+  };
+  return (localAddress) => openLean({ port, transport, localAddress, timeoutMs, onMessage, onClose });
 }
 
 async function wsOpener(port, timeoutMs) {

@@ -115,23 +115,24 @@ export function makeMessage(template, seq, t) {
 
 const SEQ = Buffer.from('"seq":');
 /**
- * Reads `seq` and `t` from the head of a raw JSON frame (`{"type":"bench","seq":12,"t":3.5,...`)
- * without decoding or parsing the rest: the client process must stay cheap, it shares 2 cores
- * with the server. Returns false when the frame is not a bench message.
- * @param {Buffer} data @param {{seq: number, t: number}} out
+ * Reads `seq` and `t` from the head of a raw JSON message (`{"type":"bench","seq":12,"t":3.5,...`,
+ * or socket.io's `42["message",{"type":"bench","seq":12,...`) in `data[start..end)` without
+ * decoding or parsing the rest: the client process must stay cheap, it shares 2 cores with the
+ * server. Returns false when the message is not a bench message.
+ * @param {Buffer} data @param {{seq: number, t: number}} out @param {number} [start] @param {number} [end]
  */
-export function readHeader(data, out) {
-  const at = data.indexOf(SEQ);
-  if (at < 0 || at > 32) return false;
+export function readHeader(data, out, start = 0, end = data.length) {
+  const at = data.indexOf(SEQ, start);
+  if (at < 0 || at - start > 40 || at + 16 > end) return false;
   let i = at + SEQ.length;
   let seq = 0;
   for (let c = data[i]; c >= 48 && c <= 57; c = data[++i]) seq = seq * 10 + (c - 48);
   // `,"t":` follows
   i += 5;
-  const start = i;
+  const from = i;
   for (let c = data[i]; (c >= 48 && c <= 57) || c === 46; c = data[++i]);
   out.seq = seq;
-  out.t = Number(data.latin1Slice(start, i));
+  out.t = Number(data.latin1Slice(from, i));
   return true;
 }
 

@@ -30,6 +30,7 @@ export const LOCAL_ADDRESSES = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.
  * @property {PhaseSpec[]} phases
  * @property {number} [window]      broadcasts in flight (sent, not yet received by every client); default 4
  * @property {number} [clientProcesses] default 1
+ * @property {'lean' | 'library'} [client] the client implementation (client.mjs); default 'lean'
  * @property {string[]} [localAddresses] default LOCAL_ADDRESSES
  * @property {boolean} [measureMemory] GC'd server memory before and after the clients connect
  * @property {number} [connectTimeoutMs] default 120 s
@@ -49,6 +50,7 @@ export async function runSession(options) {
     phases,
     window = 4,
     clientProcesses = 1,
+    client: clientKind = 'lean',
     localAddresses = LOCAL_ADDRESSES,
     measureMemory = false,
     connectTimeoutMs = 120_000,
@@ -56,7 +58,7 @@ export async function runSession(options) {
     log = () => {},
   } = options;
   const variant = VARIANTS[name];
-  const session = { variant: name, clients: total, window, phases: /** @type {any[]} */ ([]), connectMs: NaN, memory: undefined, error: undefined, unavailable: false };
+  const session = { variant: name, clients: total, client: clientKind, window, phases: /** @type {any[]} */ ([]), connectMs: NaN, memory: undefined, error: undefined, unavailable: false };
   if (!variant) return { ...session, error: `unknown variant ${name}` };
   /** @type {import('node:child_process').ChildProcess[]} */
   const children = [];
@@ -96,7 +98,7 @@ export async function runSession(options) {
       clients.map((client, i) => {
         // Each process binds to its own slice of the local addresses when there are enough.
         const own = localAddresses.filter((_, k) => clients.length <= localAddresses.length ? k % clients.length === i : true);
-        return ask(client, { cmd: 'connect', port: listening.port, n: shares[i], transport: variant.transport, localAddresses: own, concurrency: 100, timeoutMs: 30_000 }, 'connected', connectTimeoutMs);
+        return ask(client, { cmd: 'connect', port: listening.port, n: shares[i], transport: variant.transport, client: clientKind, localAddresses: own, concurrency: 100, timeoutMs: 30_000 }, 'connected', connectTimeoutMs);
       }),
     );
     const failed = connected.reduce((s, c) => s + c.failed, 0);
@@ -232,10 +234,10 @@ async function stopAll(children) {
  * the time budget allows; each (variant, N, repetition) keeps its least disturbed attempt.
  * @param {{variants: string[], clients: number[], payloads: number[], reps: number, deliveries: number,
  *   window?: number, minMessages?: number, budgetMs?: number, maxOtherLoad?: number, retries?: number,
- *   log?: (line: string) => void}} plan
+ *   client?: 'lean' | 'library', log?: (line: string) => void}} plan
  */
 export async function runMatrix(plan) {
-  const { variants, clients, payloads, reps, deliveries, window = 4, minMessages = 10, budgetMs = Infinity, maxOtherLoad = 0.2, retries = 2, log = () => {} } = plan;
+  const { variants, clients, payloads, reps, deliveries, window = 4, minMessages = 10, budgetMs = Infinity, maxOtherLoad = 0.2, retries = 2, client = 'lean', log = () => {} } = plan;
   const started = performance.now();
   const skipped = [];
   const unavailable = new Map();
@@ -250,7 +252,7 @@ export async function runMatrix(plan) {
     const messages = Math.max(minMessages, Math.round(deliveries / n));
     const warmupMessages = Math.max(3, Math.round(messages / 5));
     const t0 = performance.now();
-    const session = await runSession({ variant, clients: n, window, phases: payloads.map((payloadBytes) => ({ payloadBytes, messages, warmupMessages })), log });
+    const session = await runSession({ variant, clients: n, window, client, phases: payloads.map((payloadBytes) => ({ payloadBytes, messages, warmupMessages })), log });
     sessionMs += performance.now() - t0;
     count += 1;
     session.rep = rep;
@@ -296,6 +298,7 @@ export async function runMatrix(plan) {
     unavailable: Object.fromEntries(unavailable),
     elapsedMs: performance.now() - started,
     window,
+    client,
     maxOtherLoad,
     rerun,
     stillDisturbed: sessions.filter((s) => s.disturbance > maxOtherLoad).length,
@@ -345,10 +348,10 @@ export function aggregate(sessions) {
 /**
  * Idle connections at scale: per variant, GC'd memory before and after `clients` connections
  * (spread over two client processes and four loopback addresses), then one broadcast to all.
- * @param {{variants: string[], clients: number, clientProcesses?: number, payloadBytes?: number, log?: (line: string) => void}} plan
+ * @param {{variants: string[], clients: number, clientProcesses?: number, payloadBytes?: number, client?: 'lean' | 'library', log?: (line: string) => void}} plan
  */
 export async function runScale(plan) {
-  const { variants, clients, clientProcesses = 2, payloadBytes = 256, log = () => {} } = plan;
+  const { variants, clients, clientProcesses = 2, payloadBytes = 256, client = 'lean', log = () => {} } = plan;
   const started = performance.now();
   const results = [];
   const unavailable = {};
@@ -358,6 +361,7 @@ export async function runScale(plan) {
       variant,
       clients,
       clientProcesses,
+      client,
       measureMemory: true,
       window: 1,
       phases: [{ payloadBytes, messages: 1 }],
@@ -380,5 +384,5 @@ export async function runScale(plan) {
         ` (${((performance.now() - t0) / 1000).toFixed(1)} s)`,
     );
   }
-  return { clients, clientProcesses, payloadBytes, results, unavailable, elapsedMs: performance.now() - started };
+  return { clients, clientProcesses, client, payloadBytes, results, unavailable, elapsedMs: performance.now() - started };
 }

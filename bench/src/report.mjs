@@ -101,6 +101,13 @@ export function evaluateTargets(cells, unavailable = {}) {
   return rows;
 }
 
+/** What the clients were, for the settings line. @param {'lean' | 'library'} kind */
+function clientText(kind) {
+  return kind === 'lean'
+    ? 'the same lean client for every variant (`src/lean-client.mjs`: a `net` socket, the WebSocket handshake and a frame parser; engine.io v4 for the socket.io variants), so the client process is not what limits deliveries/s'
+    : '`ws` clients for the ws variants and `socket.io-client` (websocket transport) for the socket.io variants (`--client library`)';
+}
+
 /**
  * @param {{plan: any, matrix: any, facts: any, command: string}} input
  */
@@ -109,7 +116,7 @@ export function fanoutMarkdown({ plan, matrix, facts, command }) {
   const lines = ['## Fan-out', '', ...machineLines(facts, command, matrix.elapsedMs)];
   const perN = plan.clients.map((n) => `${int(Math.max(plan.minMessages ?? 10, Math.round(plan.deliveries / n)))} at N = ${int(n)}`).join(', ');
   lines.push(
-    `- Settings: N = ${plan.clients.map(int).join(' and ')} clients in one client process (bound round robin to 127.0.0.2-127.0.0.5, server on 127.0.0.1); ` +
+    `- Settings: N = ${plan.clients.map(int).join(' and ')} clients in one client process (bound round robin to 127.0.0.2-127.0.0.5, server on 127.0.0.1), ${clientText(matrix.client ?? 'library')}; ` +
       `payloads ${plan.payloads.map(bytes).join(' and ')} of JSON (a list of records); measured broadcasts per phase: ${perN} (≈${int(plan.deliveries)} deliveries), after a warm-up of a fifth as many; ` +
       `window ${matrix.window} broadcasts in flight; ${plan.reps} repetition(s); each cell shows the median and (min..max) over the repetitions.`,
     '- Columns: deliveries/s = messages received by all clients / (last receipt - first send); latency = receipt time in the client process - send time stamped in the message by the server (same CLOCK_MONOTONIC); server CPU = user + system time of the server process over the phase / deliveries; client CPU the same for the client process; RSS = the server\'s peak resident set size sampled every 20 ms during the phase.',
@@ -165,7 +172,7 @@ export function fanoutMarkdown({ plan, matrix, facts, command }) {
 export function scaleMarkdown({ scale, facts, command }) {
   const lines = ['## Connection scale', '', ...machineLines(facts, command, scale.elapsedMs, false)];
   lines.push(
-    `- ${int(scale.clients)} idle connections to one server process, from ${scale.clientProcesses} client processes bound to 127.0.0.2-127.0.0.5. Memory is the server's, measured after three forced GCs (\`--expose-gc\`) before the first client connects and after all are registered; the delta is divided by the number of connections. Then one ${bytes(scale.payloadBytes)} broadcast to all of them.`,
+    `- ${int(scale.clients)} idle connections to one server process, from ${scale.clientProcesses} client processes bound to 127.0.0.2-127.0.0.5, ${scale.client ?? 'library'} clients. Memory is the server's, measured after three forced GCs (\`--expose-gc\`) before the first client connects and after all are registered; the delta is divided by the number of connections. Then one ${bytes(scale.payloadBytes)} broadcast to all of them.`,
     '',
     '| variant | connect time s | RSS per connection KiB | heap per connection KiB | broadcast reached | fan-out to last client ms | p50 ms | p99 ms |',
     '|---|--:|--:|--:|--:|--:|--:|--:|',

@@ -17,6 +17,8 @@ const HELP = `usage: node src/run.mjs [options]
   --reps 3                repetitions (BENCH_REPS)
   --deliveries 100000     deliveries per measured phase: M = deliveries / N broadcasts (BENCH_DELIVERIES)
   --window 4              broadcasts in flight (BENCH_WINDOW)
+  --client lean           the clients: lean (a minimal WebSocket/engine.io client, src/lean-client.mjs)
+                          or library (ws and socket.io-client) (BENCH_CLIENT)
   --budget-s 540          stop starting sessions after this many seconds (BENCH_BUDGET_S)
   --max-other-load 0.2    a session is disturbed when more than this share of the machine's CPU
                           went to other processes during a phase (BENCH_MAX_OTHER_LOAD)
@@ -39,6 +41,7 @@ const { values: args } = parseArgs({
     reps: { type: 'string' },
     deliveries: { type: 'string' },
     window: { type: 'string' },
+    client: { type: 'string' },
     'budget-s': { type: 'string' },
     'max-other-load': { type: 'string' },
     retries: { type: 'string' },
@@ -70,7 +73,12 @@ const positive = (s, what) => {
   return n;
 };
 
-const filtered = ['variants', 'clients', 'payloads', 'reps', 'deliveries', 'window'].some((k) => args[k] !== undefined || env[`BENCH_${k.toUpperCase()}`] !== undefined);
+const clientKind = (s) => {
+  if (s !== 'lean' && s !== 'library') throw new Error(`--client must be lean or library, got ${s}`);
+  return s;
+};
+
+const filtered = ['variants', 'clients', 'payloads', 'reps', 'deliveries', 'window', 'client'].some((k) => args[k] !== undefined || env[`BENCH_${k.toUpperCase()}`] !== undefined);
 const variants = pick('variants', 'BENCH_VARIANTS') ? list(pick('variants', 'BENCH_VARIANTS')) : undefined;
 for (const v of variants ?? []) if (!VARIANTS[v]) throw new Error(`unknown variant ${v}; known: ${Object.keys(VARIANTS).join(', ')}`);
 
@@ -81,6 +89,7 @@ const plan = {
   reps: positive(pick('reps', 'BENCH_REPS') ?? (quick ? 1 : 3), 'reps'),
   deliveries: positive(pick('deliveries', 'BENCH_DELIVERIES') ?? (quick ? 20_000 : 100_000), 'deliveries'),
   window: positive(pick('window', 'BENCH_WINDOW') ?? 4, 'window'),
+  client: clientKind(pick('client', 'BENCH_CLIENT') ?? 'lean'),
   maxOtherLoad: Number(pick('max-other-load', 'BENCH_MAX_OTHER_LOAD') ?? 0.2),
   retries: Number(pick('retries', 'BENCH_RETRIES') ?? 2),
   minMessages: 10,
@@ -118,7 +127,7 @@ const doScale = args.scale === true || args.all === true;
 
 if (doFanout) {
   const facts = machineFacts();
-  console.log(`fan-out: ${plan.variants.length} variants x N ${plan.clients.join('/')} x ${plan.payloads.map(String).join('/')} B x ${plan.reps} rep(s), ${plan.deliveries} deliveries per phase, window ${plan.window}`);
+  console.log(`fan-out: ${plan.variants.length} variants x N ${plan.clients.join('/')} x ${plan.payloads.map(String).join('/')} B x ${plan.reps} rep(s), ${plan.deliveries} deliveries per phase, window ${plan.window}, ${plan.client} clients`);
   const matrix = await runMatrix(plan);
   failures += matrix.sessions.filter((s) => s.error).length;
   const markdown = fanoutMarkdown({ plan, matrix, facts, command });
@@ -134,7 +143,7 @@ if (doFanout) {
 if (doScale) {
   const facts = machineFacts();
   console.log(`scale: ${scaleVariants.join(', ')} with ${scaleClients} idle connections each`);
-  const scale = await runScale({ variants: scaleVariants, clients: scaleClients, log: plan.log });
+  const scale = await runScale({ variants: scaleVariants, clients: scaleClients, client: plan.client, log: plan.log });
   failures += scale.results.filter((s) => s.error).length;
   const markdown = scaleMarkdown({ scale, facts, command });
   console.log(`\n${markdown}\n`);
