@@ -185,15 +185,14 @@ export function serverSideClosed(transport: TransportName, socket: any): Promise
 
 /**
  * Makes the next write to a real socket fail with `error`, the way a peer that vanished mid-write
- * makes the kernel answer EPIPE; later writes (the close frame) go through. ws: the TCP socket's
- * write; socket.io: the engine write of the socket's client.
+ * makes the kernel answer EPIPE; later writes (the close frame) go through. The TCP socket's
+ * write, under ws or under socket.io's websocket transport.
  */
 export function failNextWrite(transport: TransportName, socket: any, error: Error): void {
-  const target = transport === 'ws' ? socket._socket : socket.client;
-  const method = transport === 'ws' ? 'write' : 'writeToEngine';
-  const original = target[method];
-  target[method] = function failOnce(): never {
-    target[method] = original;
+  const target = transport === 'ws' ? socket._socket : socket.conn.transport.socket._socket;
+  const original = target.write;
+  target.write = function failOnce(): never {
+    target.write = original;
     throw error;
   };
 }

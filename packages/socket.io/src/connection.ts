@@ -1,4 +1,4 @@
-import { BcastError, ErrorCode, type Connection, type EncodedMessage } from '@bcast/core';
+import { BcastError, ErrorCode, corkForTick, isHeldForTick, releaseIfFull, type Connection, type CorkableStream, type EncodedMessage } from '@bcast/core';
 import type { Namespace, Socket } from 'socket.io';
 
 // The Connection port over a socket.io Socket, and the once-per-broadcast packet it writes.
@@ -12,11 +12,20 @@ export interface SocketIoConnectionInit {
   /** Event broadcasts are emitted on. @default "message" */ event?: string;
 }
 
+/** The ws WebSocket under engine.io's websocket transport, and the ws internals the direct write reads. */
+interface EngineWs {
+  readonly readyState?: number;
+  bufferedAmount?: unknown;
+  terminate?: () => void;
+  readonly _sender?: { readonly _state?: unknown; readonly _queue?: unknown } | null;
+  readonly _socket?: Partial<CorkableStream> & { write?: unknown; readonly writableEnded?: boolean };
+}
+
 export /** The engine.io / socket.io internals used here, all feature-checked (see docs/decisions-socketio.md). */
 interface EngineConn {
   readonly readyState: string;
   readonly writeBuffer?: ReadonlyArray<{ data?: unknown }>;
-  readonly transport?: { socket?: { bufferedAmount?: unknown; terminate?: () => void } };
+  readonly transport?: { readonly name?: string; readonly writable?: boolean; readonly perMessageDeflate?: unknown; socket?: EngineWs };
   close(discard?: boolean): void;
   once(event: 'close', listener: () => void): unknown;
 }
@@ -25,7 +34,8 @@ export interface Internals {
   _encode?: (packet: object, opts: object) => unknown[];
   notifyOutgoingListeners?: (packet: object) => void;
 }
-type Prepared = { readonly packet: object; readonly packets: unknown[]; readonly opts: object };
+/** A broadcast's packet, encoded once; `frame`: its whole WebSocket frame, when engine.io's adapter pre-built one. */
+type Prepared = { readonly packet: object; readonly packets: unknown[]; readonly opts: object; readonly frame: Buffer | undefined };
 
 
 const RESERVED_EVENTS = new Set(['connect', 'connect_error', 'disconnect', 'disconnecting', 'newListener', 'removeListener']);
@@ -51,13 +61,41 @@ function builderFor(nsp: AnyNamespace, event: string): (message: EncodedMessage)
       // The in-memory adapter's _encode also pre-builds the WebSocket frame (`wsPreEncodedFrame`).
       const adapter = nsp.adapter as unknown as Internals;
       const packets = typeof adapter._encode === 'function' ? adapter._encode(packet, opts) : nsp.server.encoder.encode(packet);
-      return { packet, packets, opts };
+      const parts = (opts as { wsPreEncodedFrame?: unknown }).wsPreEncodedFrame;
+      const frame = Array.isArray(parts) && parts.every((p) => Buffer.isBuffer(p)) ? Buffer.concat(parts as Buffer[]) : undefined;
+      return { packet, packets, opts, frame };
     });
   byEvent.set(event, build);
   return build;
 }
 
 const sizeOf = (data: unknown): number => (typeof data === 'string' ? data.length : ArrayBuffer.isView(data) ? data.byteLength : 0);
+
+const OPEN = 1;
+const SENDER_IDLE = 0;
+
+/**
+ * The TCP socket under an engine.io connection when a broadcast frame can be written to it
+ * directly: websocket transport, open, without compression, nothing queued in engine.io (its
+ * write buffer empty and the transport writable), in ws's sender or in the socket (unless this
+ * tick's own held writes). Writing there keeps the
+ * order of everything engine.io wrote before, and lets the frames of one tick leave in one
+ * syscall (`corkForTick`). Otherwise undefined: the packet goes through engine.io.
+ */
+function directStream(conn: EngineConn): (CorkableStream & { write: unknown }) | undefined {
+  const transport = conn.transport;
+  if (conn.readyState !== 'open' || transport?.name !== 'websocket' || transport.writable !== true || transport.perMessageDeflate) return undefined;
+  if ((conn.writeBuffer?.length ?? 1) !== 0) return undefined;
+  const ws = transport.socket;
+  const sender = ws?._sender;
+  const stream = ws?._socket;
+  if (ws?.readyState !== OPEN || sender?._state !== SENDER_IDLE || !Array.isArray(sender._queue) || sender._queue.length !== 0) return undefined;
+  if (stream === undefined || typeof stream.write !== 'function' || typeof stream.cork !== 'function' || typeof stream.uncork !== 'function') return undefined;
+  if (typeof stream.destroy !== 'function' || stream.destroyed === true || stream.writableEnded === true) return undefined;
+  // Bytes the kernel has not taken yet (a slow reader): let engine.io queue, as it always does.
+  if ((stream.writableLength ?? 0) > 0 && !isHeldForTick(stream as CorkableStream)) return undefined;
+  return stream as CorkableStream & { write: unknown };
+}
 
 export function terminateConn(conn: EngineConn): void {
   const ws = conn.transport?.socket;
@@ -116,7 +154,12 @@ class SocketIoConnection implements Connection {
     if (!this.#preEncoded) return void socket.emit(this.#event, message.value);
     const prepared = message.prepare(this.#build, this.#build);
     (socket as unknown as Internals).notifyOutgoingListeners?.(prepared.packet);
-    this.#client.writeToEngine?.(prepared.packets, prepared.opts);
+    const frame = prepared.frame;
+    const stream = frame === undefined ? undefined : directStream(this.#conn);
+    if (stream === undefined || frame === undefined) return void this.#client.writeToEngine?.(prepared.packets, prepared.opts);
+    corkForTick(stream);
+    (stream.write as (data: Buffer) => unknown).call(stream, frame);
+    releaseIfFull(stream);
   }
 
   close(): void {

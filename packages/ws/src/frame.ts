@@ -1,4 +1,4 @@
-import { BcastError, ErrorCode, type Connection, type EncodedMessage } from '@bcast/core';
+import { BcastError, ErrorCode, corkForTick, releaseIfFull, type Connection, type CorkableStream, type EncodedMessage } from '@bcast/core';
 import type { WebSocket } from 'ws';
 
 /**
@@ -26,10 +26,7 @@ type FrameFn = (data: Buffer, options: FrameOptions) => Buffer[];
 interface TransportSocket {
   readonly destroyed?: boolean;
   readonly writableEnded?: boolean;
-  readonly writableCorked?: number;
   write?: unknown;
-  cork?: () => void;
-  uncork?: () => void;
 }
 
 interface SenderInternals {
@@ -72,36 +69,14 @@ export function buildFrame(message: EncodedMessage, frame: FrameFn): Buffer {
   return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
 }
 
-/*
- * Coalescing: when several broadcasts are written in the same tick (a burst), each socket gets one
- * write for all of them after the first, instead of one write (one syscall) per message. The first
- * message of a tick is written at once, so a lone message is never delayed; from the second on,
- * sockets are corked and uncorked together on process.nextTick, which runs after the current
- * promise jobs (where the broadcasts of the burst run) have drained.
- */
-let tickMessage: EncodedMessage | undefined;
-let burst = false;
-const corked: TransportSocket[] = [];
-
-function noteMessage(message: EncodedMessage): void {
-  if (tickMessage === undefined) process.nextTick(endTick);
-  else burst = true;
-  tickMessage = message;
-}
-
-function endTick(): void {
-  tickMessage = undefined;
-  burst = false;
-  for (const socket of corked) socket.uncork?.();
-  corked.length = 0;
-}
-
 /**
- * Writes one message: the frame built once per broadcast when possible, else `ws.send`.
+ * Writes one message: the frame built once per broadcast when possible, else `ws.send`. With
+ * `coalesce`, the socket is corked until the end of the tick (core's `corkForTick`), so every
+ * message the tick writes to it leaves in one syscall.
  * Throws BCAST_CONNECTION_CLOSED when the socket is not open (ws itself would drop it silently).
  * Allocates nothing per recipient on the fast path.
  */
-export function sendMessage(ws: WebSocket, message: EncodedMessage, coalesce = false): void {
+export function sendMessage(ws: WebSocket, message: EncodedMessage, coalesce = true): void {
   if (ws.readyState !== OPEN) {
     throw new BcastError(ErrorCode.ConnectionClosed, `WebSocket is not open (readyState ${ws.readyState})`);
   }
@@ -111,12 +86,9 @@ export function sendMessage(ws: WebSocket, message: EncodedMessage, coalesce = f
   }
   const frame = frameFunction(ws);
   if (frame !== undefined && socket !== undefined) {
-    if (coalesce && message !== tickMessage) noteMessage(message);
-    if (coalesce && burst && socket.writableCorked === 0 && typeof socket.cork === 'function') {
-      socket.cork();
-      corked.push(socket);
-    }
+    if (coalesce) corkForTick(socket as CorkableStream);
     (socket.write as (data: Buffer) => unknown).call(socket, message.prepare(frame, buildFrame));
+    if (coalesce) releaseIfFull(socket as CorkableStream);
     return;
   }
   ws.send(message.bytes, { binary: message.binary });
@@ -129,7 +101,7 @@ export class WsConnection implements Connection {
     readonly id: string,
     readonly userId: string | undefined,
     readonly data: unknown,
-    readonly coalesce = false,
+    readonly coalesce = true,
   ) {}
 
   get isOpen(): boolean {
@@ -149,9 +121,6 @@ export class WsConnection implements Connection {
   }
 
   terminate(): void {
-    // Flush what a burst left corked before destroying, so nothing written is dropped here.
-    const socket = (this.ws as unknown as WsInternals)._sender?._socket;
-    while (socket !== undefined && (socket.writableCorked ?? 0) > 0) socket.uncork?.();
     this.ws.terminate();
   }
 

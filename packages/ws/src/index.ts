@@ -22,9 +22,10 @@ export interface WsAdapterOptions {
   /** How long `dispose()` waits for clients to answer its 1001 close before terminating them. @default 1_000 */
   closeTimeoutMs?: number;
   /**
-   * Coalesce broadcasts issued in the same tick into one write per socket (after the first, which
-   * is written at once). Faster under bursts; the catch: a socket your code destroys itself
-   * (`ws.terminate()`) in that same tick loses what was still corked. @default false
+   * Coalesce the writes of one tick: each socket is corked on its first broadcast write and
+   * uncorked at the end of the tick, so a burst of broadcasts costs it one syscall. Destroying a
+   * socket (`ws.terminate()`) in that tick first lets out what it holds, and a socket holding
+   * 64 KiB goes out at once. `false`: one write per message. @default true
    */
   coalesce?: boolean;
 }
@@ -58,7 +59,7 @@ const accepted = new WeakSet<WebSocket>();
 
 /** The core's Connection port over a ws WebSocket (a class: one small object, fast property access). */
 export function wsConnection(ws: WebSocket, init: { id?: string; userId?: string | undefined; data?: unknown; coalesce?: boolean } = {}): Connection {
-  return new WsConnection(ws, init.id ?? newConnectionId(), init.userId, init.data, init.coalesce === true);
+  return new WsConnection(ws, init.id ?? newConnectionId(), init.userId, init.data, init.coalesce !== false);
 }
 
 /**
@@ -69,7 +70,7 @@ export function acceptWebSocket(broadcaster: Broadcaster, ws: WebSocket, identit
   // ws emits 'error' for a bad inbound frame (1002, 1007, 1009...) and then 'close'; without a
   // listener the error would crash the process.
   ws.on('error', noop);
-  const handle = broadcaster.register(wsConnection(ws, { userId: identity.userId, data: identity.data, coalesce: options.coalesce === true }));
+  const handle = broadcaster.register(wsConnection(ws, { userId: identity.userId, data: identity.data, coalesce: options.coalesce !== false }));
   accepted.add(ws);
   handles.set(ws, handle);
   // Shared listeners (ws calls them with `this` = the socket): no closures per connection.
@@ -106,7 +107,7 @@ function onClose(this: WebSocket, code: number, reason: Buffer): void {
  */
 export function attachToServer(broadcaster: Broadcaster, wss: WebSocketServer, options: WsAdapterOptions = {}): WsAdapter {
   const verify = createVerifier(options);
-  const tracker = createTracker(broadcaster, options.closeTimeoutMs ?? 1_000, options.coalesce === true);
+  const tracker = createTracker(broadcaster, options.closeTimeoutMs ?? 1_000, options.coalesce !== false);
   const identities = new WeakMap<IncomingMessage, Identity>();
   const wssOptions = wss.options as { verifyClient?: unknown };
   const checks = options.authenticate !== undefined || options.allowedOrigins !== undefined || options.requireOrigin === true;
@@ -153,7 +154,7 @@ export function attachToServer(broadcaster: Broadcaster, wss: WebSocketServer, o
  */
 export function createUpgradeHandler(broadcaster: Broadcaster, options: WsAdapterOptions = {}): UpgradeHandler {
   const verify = createVerifier(options);
-  const tracker = createTracker(broadcaster, options.closeTimeoutMs ?? 1_000, options.coalesce === true);
+  const tracker = createTracker(broadcaster, options.closeTimeoutMs ?? 1_000, options.coalesce !== false);
   const pending = new Set<Duplex>();
   return {
     async handleUpgrade(request, socket, head, wss) {

@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { openClient, startWs, type Harness } from './helpers.js';
 
-// Coalescing: broadcasts issued in the same tick share one write per socket (after the first);
-// a lone broadcast is written at once.
+// Coalescing (on by default): the broadcasts of one tick share one write per socket, and nothing
+// written is held past the end of the tick or lost when a socket is destroyed in that tick.
 
 let harness: Harness | undefined;
 afterEach(async () => {
@@ -33,31 +33,47 @@ function countWrites(h: Harness): Array<{ writes: number; chunks: number }> {
   return counters;
 }
 
-describe('coalescing broadcasts of one tick (coalesce: true)', () => {
-  it('ten broadcasts issued together reach every client in order with at most two writes per socket', async () => {
-    harness = await startWs({ adapter: { coalesce: true } });
+describe('coalescing the broadcasts of one tick (the default)', () => {
+  it('ten broadcasts issued together reach every client in order with one write per socket', async () => {
+    harness = await startWs();
     const clients = await Promise.all([1, 2, 3].map(() => openClient(harness!.url)));
     const counters = countWrites(harness);
     const results = await Promise.all(Array.from({ length: 10 }, (_, i) => harness!.broadcaster.toAll({ seq: i })));
     expect(results.map((r) => r.delivered)).toEqual(Array(10).fill(3));
     for (const c of clients) expect((await c.waitFor(10)).map((f) => JSON.parse(f as string).seq)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     for (const counter of counters) {
-      expect(counter.chunks).toBe(10);
-      expect(counter.writes).toBeLessThanOrEqual(2);
+      expect(counter).toEqual({ writes: 1, chunks: 10 });
     }
   });
 
-  it('a lone broadcast is written before its promise resolves, not held for the next tick', async () => {
-    harness = await startWs({ adapter: { coalesce: true } });
+  it('awaited broadcasts of one tick share the write, and it leaves when the tick ends', async () => {
+    harness = await startWs();
     const clients = await Promise.all([1, 2].map(() => openClient(harness!.url)));
     const counters = countWrites(harness);
-    await harness.broadcaster.toAll('alone');
-    expect(counters.map((c) => c.writes)).toEqual([1, 1]);
-    for (const c of clients) expect(await c.waitFor(1)).toEqual(['alone']);
+    await harness.broadcaster.toAll('one');
+    await harness.broadcaster.toAll('two');
+    expect(counters.map((c) => c.writes)).toEqual([0, 0]);
+    await new Promise<void>((resolve) => process.nextTick(resolve));
+    expect(counters).toEqual([
+      { writes: 1, chunks: 2 },
+      { writes: 1, chunks: 2 },
+    ]);
+    for (const c of clients) expect(await c.waitFor(2)).toEqual(['one', 'two']);
+  });
+
+  it('a socket holding 64 KiB is written at once, before the tick ends', async () => {
+    harness = await startWs();
+    const client = await openClient(harness.url);
+    const [counter] = countWrites(harness);
+    const big = 'x'.repeat(20_000);
+    for (let i = 0; i < 4; i++) await harness.broadcaster.toAll(big);
+    // 4 x ~20 KiB: the fourth write crosses 64 KiB and lets the first four out together.
+    expect(counter).toEqual({ writes: 1, chunks: 4 });
+    expect(await client.waitFor(4)).toEqual([big, big, big, big]);
   });
 
   it('a burst does not disturb replies and later broadcasts (uncorked at the end of the tick)', async () => {
-    harness = await startWs({ broadcaster: { allowClientJoins: true }, adapter: { coalesce: true } });
+    harness = await startWs({ broadcaster: { allowClientJoins: true } });
     const client = await openClient(harness.url);
     await Promise.all([harness.broadcaster.toAll('a'), harness.broadcaster.toAll('b')]);
     expect(await client.waitFor(2)).toEqual(['a', 'b']);
@@ -67,7 +83,7 @@ describe('coalescing broadcasts of one tick (coalesce: true)', () => {
   });
 
   it('terminating a connection right after a burst still delivers what was written first', async () => {
-    harness = await startWs({ adapter: { coalesce: true } });
+    harness = await startWs();
     const client = await openClient(harness.url);
     await Promise.all([1, 2, 3].map((n) => harness!.broadcaster.toAll({ n })));
     // still the same tick: the burst is corked until process.nextTick
@@ -76,8 +92,18 @@ describe('coalescing broadcasts of one tick (coalesce: true)', () => {
     expect(client.frames).toEqual(['{"n":1}', '{"n":2}', '{"n":3}']);
   });
 
-  it('is off by default: every broadcast is its own write, as with ws.send', async () => {
+  it('the application destroying the socket itself in the same tick (ws.terminate()) loses nothing', async () => {
     harness = await startWs();
+    const client = await openClient(harness.url);
+    await harness.broadcaster.toAll('first');
+    await harness.broadcaster.toAll('second');
+    for (const ws of harness.wss.clients) ws.terminate();
+    await client.closed;
+    expect(client.frames).toEqual(['first', 'second']);
+  });
+
+  it('coalesce: false: every broadcast is its own write, as with ws.send', async () => {
+    harness = await startWs({ adapter: { coalesce: false } });
     await openClient(harness.url);
     const [counter] = countWrites(harness);
     await Promise.all([1, 2, 3].map((n) => harness!.broadcaster.toAll({ n })));

@@ -1,0 +1,110 @@
+import { Writable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { corkForTick, isHeldForTick, releaseIfFull, releaseNow } from './tickCork.js';
+
+/** A real Node Writable that records each write that reaches it: one entry per `_write` or `_writev`. */
+function recorder() {
+  const writes: string[][] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      writes.push([chunk.toString()]);
+      done();
+    },
+    writev(chunks, done) {
+      writes.push(chunks.map((c) => (c.chunk as Buffer).toString()));
+      done();
+    },
+  });
+  return { stream, writes };
+}
+
+const endOfTick = () => new Promise<void>((resolve) => process.nextTick(resolve));
+
+describe('corkForTick', () => {
+  it('holds every write of the tick and lets them out together, in order, when the tick ends', async () => {
+    const a = recorder();
+    const b = recorder();
+    for (const m of ['1', '2', '3']) {
+      for (const { stream } of [a, b]) {
+        corkForTick(stream);
+        stream.write(m);
+      }
+    }
+    expect(a.writes).toEqual([]);
+    expect(isHeldForTick(a.stream)).toBe(true);
+    await endOfTick();
+    expect(a.writes).toEqual([['1', '2', '3']]);
+    expect(b.writes).toEqual([['1', '2', '3']]);
+    expect(isHeldForTick(a.stream)).toBe(false);
+  });
+
+  it('holds across the promise jobs of the tick (awaited broadcasts share the batch)', async () => {
+    const a = recorder();
+    const send = async (m: string) => {
+      corkForTick(a.stream);
+      a.stream.write(m);
+    };
+    await send('x');
+    await send('y');
+    expect(a.writes).toEqual([]);
+    await endOfTick();
+    expect(a.writes).toEqual([['x', 'y']]);
+  });
+
+  it('starts a new batch in the next tick', async () => {
+    const a = recorder();
+    corkForTick(a.stream);
+    a.stream.write('1');
+    await endOfTick();
+    corkForTick(a.stream);
+    a.stream.write('2');
+    await endOfTick();
+    expect(a.writes).toEqual([['1'], ['2']]);
+  });
+
+  it('lets a stream go at once when it holds the limit, and holds it again for later writes', async () => {
+    const a = recorder();
+    for (const m of ['aaaa', 'bbbb', 'cc']) {
+      corkForTick(a.stream);
+      a.stream.write(m);
+      releaseIfFull(a.stream, 8);
+    }
+    expect(a.writes).toEqual([['aaaa', 'bbbb']]);
+    await endOfTick();
+    expect(a.writes).toEqual([['aaaa', 'bbbb'], ['cc']]);
+  });
+
+  it('flushes what it held before the stream is destroyed by any code in the same tick', async () => {
+    const a = recorder();
+    corkForTick(a.stream);
+    a.stream.write('last words');
+    a.stream.destroy();
+    expect(a.writes).toEqual([['last words']]);
+    expect(a.stream.destroyed).toBe(true);
+    await endOfTick();
+    expect(a.writes).toEqual([['last words']]);
+  });
+
+  it('releaseNow lets one stream go before the tick ends; a stream corked by its owner stays corked', async () => {
+    const a = recorder();
+    const b = recorder();
+    b.stream.cork(); // the owner's own cork
+    for (const { stream } of [a, b]) {
+      corkForTick(stream);
+      stream.write('m');
+    }
+    releaseNow(a.stream);
+    expect(a.writes).toEqual([['m']]);
+    await endOfTick();
+    expect(b.writes).toEqual([]);
+    b.stream.uncork();
+    expect(b.writes).toEqual([['m']]);
+  });
+
+  it('ignores a destroyed stream', () => {
+    const a = recorder();
+    a.stream.destroy();
+    corkForTick(a.stream);
+    expect(isHeldForTick(a.stream)).toBe(false);
+  });
+});
