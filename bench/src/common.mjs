@@ -123,14 +123,14 @@ const SEQ = Buffer.from('"seq":');
  */
 export function readHeader(data, out, start = 0, end = data.length) {
   const at = data.indexOf(SEQ, start);
-  if (at < 0 || at - start > 40 || at + 16 > end) return false;
+  if (at < 0 || at - start > 40 || at + SEQ.length >= end) return false;
   let i = at + SEQ.length;
   let seq = 0;
-  for (let c = data[i]; c >= 48 && c <= 57; c = data[++i]) seq = seq * 10 + (c - 48);
+  for (let c = data[i]; i < end && c >= 48 && c <= 57; c = data[++i]) seq = seq * 10 + (c - 48);
   // `,"t":` follows
   i += 5;
   const from = i;
-  for (let c = data[i]; (c >= 48 && c <= 57) || c === 46; c = data[++i]);
+  for (let c = data[i]; i < end && ((c >= 48 && c <= 57) || c === 46); c = data[++i]);
   out.seq = seq;
   out.t = Number(data.latin1Slice(from, i));
   return true;

@@ -156,15 +156,16 @@ export const VARIANTS = {
     name: 'bcast-ws',
     label: '@bcast/ws',
     transport: 'ws',
-    describe: '`broadcaster.toAll(message)` through `@bcast/ws` `attachToServer(broadcaster, wss)` with default options (no SDK registered: OTel API no-op)',
+    describe:
+      '`broadcaster.toAll(message)` through `@bcast/ws` `attachToServer(broadcaster, wss)` with default options: the frame built once, the writes of one tick coalesced into one per socket (no SDK registered: OTel API no-op)',
     create: (server) => bcastWs(server),
   },
-  'bcast-ws-coalesce': {
-    name: 'bcast-ws-coalesce',
-    label: '@bcast/ws, coalesce: true',
+  'bcast-ws-nocoalesce': {
+    name: 'bcast-ws-nocoalesce',
+    label: '@bcast/ws, coalesce: false',
     transport: 'ws',
-    describe: 'as bcast-ws, with `attachToServer(broadcaster, wss, { coalesce: true })`: broadcasts issued in the same tick share one write per socket after the first',
-    create: (server) => bcastWs(server, {}, { coalesce: true }),
+    describe: 'as bcast-ws, with `attachToServer(broadcaster, wss, { coalesce: false })`: one write per message, the path to compare with raw frame-once',
+    create: (server) => bcastWs(server, {}, { coalesce: false }),
   },
   'bcast-socketio': {
     name: 'bcast-socketio',

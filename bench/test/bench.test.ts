@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { Histogram } from '../src/common.mjs';
+import { Sender } from 'ws';
+import { Histogram, readHeader } from '../src/common.mjs';
+import { FrameParser } from '../src/lean-client.mjs';
 import { aggregate, runSession } from '../src/harness.mjs';
 import { evaluateTargets } from '../src/report.mjs';
 
@@ -35,6 +37,46 @@ describe('bench harness', () => {
     expect(cells.every((c) => c.complete && c.runs.length === 1)).toBe(true);
     // Targets that need variants this session did not run are reported as n/a, not as failures.
     expect(evaluateTargets(cells).every((r) => r.result === 'n/a')).toBe(true);
+  });
+
+  it('counts every delivery of a socket.io variant through the lean engine.io client', async () => {
+    const session = await runSession({
+      variant: 'socketio-emit',
+      clients: 4,
+      window: 2,
+      phases: [{ payloadBytes: 256, messages: 5 }],
+      connectTimeoutMs: 15_000,
+      phaseTimeoutMs: 10_000,
+    });
+    expect(session.error).toBeUndefined();
+    expect(session.client).toBe('lean');
+    expect(session.phases[0]).toMatchObject({ expected: 20, delivered: 20, disconnects: 0 });
+  });
+
+  it("the lean client's frame parser reads ws's own frames however TCP splits them", () => {
+    const bodies = ['{"type":"bench","seq":1,"t":12.5}', 'x'.repeat(300), 'y'.repeat(70_000), '42["message",{"type":"bench","seq":7,"t":3}]'];
+    const frame = (body: string, opcode = 1) => Buffer.concat(Sender.frame(Buffer.from(body), { fin: true, mask: false, opcode, readOnly: false, rsv1: false }));
+    const parse = (parts: string[], cuts: number[]) => {
+      const wire = Buffer.concat([...parts.slice(0, 2).map((b) => frame(b)), frame('', 9), ...parts.slice(2).map((b) => frame(b))]);
+      for (const cut of [...cuts, wire.length]) {
+        const got: string[] = [];
+        const controls: number[] = [];
+        const parser = new FrameParser(
+          (buffer, start, end) => got.push(buffer.toString('utf8', start, end)),
+          (opcode) => controls.push(opcode),
+        );
+        for (let at = 0; at < wire.length; at += cut) parser.push(wire.subarray(at, at + cut));
+        expect(got, `chunks of ${cut}`).toEqual(parts);
+        expect(controls).toEqual([9]);
+      }
+    };
+    // 7-bit, 16-bit and 64-bit payload lengths, and a ping between messages.
+    parse([bodies[0]!, bodies[1]!, bodies[3]!], [1, 2, 3, 7, 64]);
+    parse(bodies, [9, 4096, 65_536]);
+    const out = { seq: 0, t: 0 };
+    const socketIo = Buffer.from(`xx${bodies[3]}`);
+    expect(readHeader(socketIo, out, 2, socketIo.length)).toBe(true);
+    expect(out).toEqual({ seq: 7, t: 3 });
   });
 
   it('reports an unknown variant as an error without starting anything', async () => {
