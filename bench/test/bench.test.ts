@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Sender } from 'ws';
+import * as ws from 'ws';
 import { Histogram, readHeader } from '../src/common.mjs';
 import { FrameParser } from '../src/lean-client.mjs';
 import { aggregate, runSession } from '../src/harness.mjs';
@@ -55,6 +55,8 @@ describe('bench harness', () => {
 
   it("the lean client's frame parser reads ws's own frames however TCP splits them", () => {
     const bodies = ['{"type":"bench","seq":1,"t":12.5}', 'x'.repeat(300), 'y'.repeat(70_000), '42["message",{"type":"bench","seq":7,"t":3}]'];
+    // ws's Sender is public at runtime (engine.io and @bcast/ws use Sender.frame) but not in @types/ws.
+    const { Sender } = ws as unknown as { Sender: { frame(data: Buffer, options: object): Buffer[] } };
     const frame = (body: string, opcode = 1) => Buffer.concat(Sender.frame(Buffer.from(body), { fin: true, mask: false, opcode, readOnly: false, rsv1: false }));
     const parse = (parts: string[], cuts: number[]) => {
       const wire = Buffer.concat([...parts.slice(0, 2).map((b) => frame(b)), frame('', 9), ...parts.slice(2).map((b) => frame(b))]);
