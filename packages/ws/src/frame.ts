@@ -25,6 +25,7 @@ type FrameFn = (data: Buffer, options: FrameOptions) => Buffer[];
 
 interface TransportSocket {
   readonly destroyed?: boolean;
+  readonly writable?: boolean;
   readonly writableEnded?: boolean;
   write?: unknown;
 }
@@ -33,7 +34,7 @@ interface SenderInternals {
   readonly constructor: { readonly frame?: unknown };
   readonly _socket?: TransportSocket;
   readonly _state?: unknown;
-  readonly _queue?: unknown;
+  readonly _bufferedBytes?: unknown;
   readonly _firstFragment?: unknown;
 }
 
@@ -42,9 +43,36 @@ interface WsInternals {
   readonly _extensions?: Record<string, unknown>;
 }
 
+/** What never changes for an open socket: its Sender, its TCP socket and ws's `Sender.frame`. */
+interface Wire {
+  readonly sender: SenderInternals;
+  readonly socket: TransportSocket & CorkableStream & { write(data: Buffer): unknown };
+  readonly frame: FrameFn;
+}
+
 const OPEN = 1;
 /** ws's Sender state when no deflate or blob read is in progress. */
 const SENDER_IDLE = 0;
+
+/**
+ * The fixed parts of the frame-once path for an open socket, or null when it cannot take
+ * pre-built frames at all: permessage-deflate negotiated, or ws internals of another shape.
+ */
+function wireOf(ws: WebSocket): Wire | null {
+  const internals = ws as unknown as WsInternals;
+  const sender = internals._sender;
+  if (!sender || internals._extensions?.['permessage-deflate'] !== undefined) return null;
+  const frame = sender.constructor.frame;
+  const socket = sender._socket as Wire['socket'] | undefined;
+  if (typeof frame !== 'function' || typeof socket?.write !== 'function' || typeof socket.cork !== 'function') return null;
+  if (typeof sender._state !== 'number' || typeof sender._bufferedBytes !== 'number') return null;
+  return { sender, socket, frame: frame as FrameFn };
+}
+
+/** Whether ws's Sender has nothing in flight: no deflate or blob read, nothing queued, no open fragment. */
+function senderIdle(sender: SenderInternals): boolean {
+  return sender._state === SENDER_IDLE && sender._bufferedBytes === 0 && sender._firstFragment === true;
+}
 
 /**
  * ws's static `Sender.frame`, when this socket can take a pre-built frame right now: the internals
@@ -52,15 +80,8 @@ const SENDER_IDLE = 0;
  * The function doubles as the `EncodedMessage.prepare` key, so each ws copy gets its own frame.
  */
 export function frameFunction(ws: WebSocket): FrameFn | undefined {
-  const internals = ws as unknown as WsInternals;
-  const sender = internals._sender;
-  if (!sender || internals._extensions?.['permessage-deflate'] !== undefined) return undefined;
-  const frame = sender.constructor.frame;
-  if (typeof frame !== 'function' || typeof sender._socket?.write !== 'function') return undefined;
-  if (sender._state !== SENDER_IDLE || !Array.isArray(sender._queue) || sender._queue.length > 0 || sender._firstFragment !== true) {
-    return undefined;
-  }
-  return frame as FrameFn;
+  const wire = wireOf(ws);
+  return wire !== null && senderIdle(wire.sender) ? wire.frame : undefined;
 }
 
 /** One unmasked, final, uncompressed frame carrying the whole message, as a single Buffer. */
@@ -69,33 +90,14 @@ export function buildFrame(message: EncodedMessage, frame: FrameFn): Buffer {
   return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
 }
 
-/**
- * Writes one message: the frame built once per broadcast when possible, else `ws.send`. With
- * `coalesce`, the socket is corked until the end of the tick (core's `corkForTick`), so every
- * message the tick writes to it leaves in one syscall.
- * Throws BCAST_CONNECTION_CLOSED when the socket is not open (ws itself would drop it silently).
- * Allocates nothing per recipient on the fast path.
- */
-export function sendMessage(ws: WebSocket, message: EncodedMessage, coalesce = true): void {
-  if (ws.readyState !== OPEN) {
-    throw new BcastError(ErrorCode.ConnectionClosed, `WebSocket is not open (readyState ${ws.readyState})`);
-  }
-  const socket = (ws as unknown as WsInternals)._sender?._socket;
-  if (socket?.destroyed === true || socket?.writableEnded === true) {
-    throw new BcastError(ErrorCode.ConnectionClosed, 'WebSocket transport is closed');
-  }
-  const frame = frameFunction(ws);
-  if (frame !== undefined && socket !== undefined) {
-    if (coalesce) corkForTick(socket as CorkableStream);
-    (socket.write as (data: Buffer) => unknown).call(socket, message.prepare(frame, buildFrame));
-    if (coalesce) releaseIfFull(socket as CorkableStream);
-    return;
-  }
-  ws.send(message.bytes, { binary: message.binary });
-}
+const notOpen = (ws: WebSocket): BcastError => new BcastError(ErrorCode.ConnectionClosed, `WebSocket is not open (readyState ${ws.readyState})`);
+const transportClosed = (): BcastError => new BcastError(ErrorCode.ConnectionClosed, 'WebSocket transport is closed');
 
 /** The Connection port over one ws socket; see `wsConnection`. */
 export class WsConnection implements Connection {
+  /** Looked up on the first send (undefined until then); null: this socket always uses ws.send. */
+  #wire: Wire | null | undefined = undefined;
+
   constructor(
     readonly ws: WebSocket,
     readonly id: string,
@@ -112,8 +114,33 @@ export class WsConnection implements Connection {
     return this.ws.bufferedAmount;
   }
 
+  /**
+   * Writes one message: the frame built once per broadcast when possible, else `ws.send`. With
+   * `coalesce`, the socket is corked until the end of the tick (core's `corkForTick`), so every
+   * message the tick writes to it leaves in one syscall. Throws BCAST_CONNECTION_CLOSED when the
+   * socket is not open (ws itself would drop the message silently). Allocates nothing per
+   * recipient on the fast path, and touches only the ws, its Sender and its TCP socket's state.
+   */
   send(message: EncodedMessage): void {
-    sendMessage(this.ws, message, this.coalesce);
+    const ws = this.ws;
+    if (ws.readyState !== OPEN) throw notOpen(ws);
+    const wire = this.#wire === undefined ? (this.#wire = wireOf(ws)) : this.#wire;
+    if (wire === null) {
+      const socket = (ws as unknown as WsInternals)._sender?._socket;
+      if (socket?.destroyed === true || socket?.writableEnded === true) throw transportClosed();
+      return ws.send(message.bytes, { binary: message.binary });
+    }
+    const socket = wire.socket;
+    if (socket.writable !== true) throw transportClosed();
+    if (!senderIdle(wire.sender)) return ws.send(message.bytes, { binary: message.binary });
+    const frame = message.prepare(wire.frame, buildFrame);
+    if (this.coalesce) {
+      corkForTick(socket);
+      socket.write(frame);
+      releaseIfFull(socket);
+    } else {
+      socket.write(frame);
+    }
   }
 
   close(code: number, reason: string): void {
