@@ -113,26 +113,47 @@ export function makeMessage(template, seq, t) {
   return { type: 'bench', seq, t: Math.round(t * 1000) / 1000, items: template.items, pad: template.pad };
 }
 
-const SEQ = Buffer.from('"seq":');
+// `"seq":` as bytes: 0x22 s e q 0x22 :
+const Q = 0x22;
+const S = 0x73;
+const E = 0x65;
+const Q_ = 0x71;
+const COLON = 0x3a;
 /**
  * Reads `seq` and `t` from the head of a raw JSON message (`{"type":"bench","seq":12,"t":3.5,...`,
  * or socket.io's `42["message",{"type":"bench","seq":12,...`) in `data[start..end)` without
- * decoding or parsing the rest: the client process must stay cheap, it shares 2 cores with the
- * server. Returns false when the message is not a bench message.
+ * decoding or parsing the rest, in plain JavaScript (no native call, no string): the client
+ * process must stay cheap, it shares 2 cores with the server. Returns false when the message is
+ * not a bench message.
  * @param {Buffer} data @param {{seq: number, t: number}} out @param {number} [start] @param {number} [end]
  */
 export function readHeader(data, out, start = 0, end = data.length) {
-  const at = data.indexOf(SEQ, start);
-  if (at < 0 || at - start > 40 || at + SEQ.length >= end) return false;
-  let i = at + SEQ.length;
+  const last = Math.min(end, start + 48) - 6;
+  let at = -1;
+  for (let i = start; i <= last; i++) {
+    if (data[i] === Q && data[i + 1] === S && data[i + 2] === E && data[i + 3] === Q_ && data[i + 4] === Q && data[i + 5] === COLON) {
+      at = i;
+      break;
+    }
+  }
+  if (at < 0) return false;
+  let i = at + 6;
   let seq = 0;
   for (let c = data[i]; i < end && c >= 48 && c <= 57; c = data[++i]) seq = seq * 10 + (c - 48);
-  // `,"t":` follows
+  // `,"t":` follows: a non-negative decimal
   i += 5;
-  const from = i;
-  for (let c = data[i]; i < end && ((c >= 48 && c <= 57) || c === 46); c = data[++i]);
+  let whole = 0;
+  for (let c = data[i]; i < end && c >= 48 && c <= 57; c = data[++i]) whole = whole * 10 + (c - 48);
+  let fraction = 0;
+  let scale = 1;
+  if (i < end && data[i] === 46) {
+    for (let c = data[++i]; i < end && c >= 48 && c <= 57; c = data[++i]) {
+      fraction = fraction * 10 + (c - 48);
+      scale *= 10;
+    }
+  }
   out.seq = seq;
-  out.t = Number(data.latin1Slice(from, i));
+  out.t = whole + fraction / scale;
   return true;
 }
 

@@ -14,6 +14,8 @@ const TICKS_PER_SEC = 100;
 
 /** Extra node flags for the server process, e.g. BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof". */
 const SERVER_NODE_ARGS = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+/** The same for the client-load processes (BENCH_CLIENT_NODE_ARGS). */
+const CLIENT_NODE_ARGS = (process.env.BENCH_CLIENT_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 
 /** Loopback addresses the clients bind to, round robin (Linux routes all of 127/8 to lo). */
 export const LOCAL_ADDRESSES = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5'];
@@ -81,7 +83,7 @@ export async function runSession(options) {
     const before = measureMemory ? await ask(server, { cmd: 'memory' }, 'memory', 30_000) : undefined;
 
     const shares = Array.from({ length: clientProcesses }, (_, i) => Math.floor(total / clientProcesses) + (i < total % clientProcesses ? 1 : 0));
-    const clients = shares.map(() => spawn(CLIENT, []));
+    const clients = shares.map(() => spawn(CLIENT, CLIENT_NODE_ARGS));
     // The pacing relay: a message is complete when every client process has reported it.
     const pending = new Map();
     for (const client of clients) {
