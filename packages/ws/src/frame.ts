@@ -7,8 +7,9 @@ import type { WebSocket } from 'ws';
  * payload again for each recipient. socket.io/engine.io do the same (ws issue #617).
  *
  * ws has no public API for this, so these helpers read a few of its internals, checked on every
- * call: `ws._sender` (a Sender whose class has the static `frame`), `_sender._socket`,
- * `_sender._state` (0 when idle), `_sender._queue` and `_sender._firstFragment`. They have this
+ * connection: `ws._sender` (a Sender whose class has the static `frame`), `_sender._socket` and
+ * `_extensions` once, then on every send `_sender._state` (0 when idle), `_sender._bufferedBytes`
+ * (0 when nothing is queued) and `_sender._firstFragment`. They have this
  * shape in every ws release from 8.18.0 on; when anything differs, or the socket negotiated
  * permessage-deflate, or ws has queued work, the message goes through `ws.send` as usual.
  */
