@@ -236,10 +236,10 @@ async function stopAll(children) {
  * the time budget allows; each (variant, N, repetition) keeps its least disturbed attempt.
  * @param {{variants: string[], clients: number[], payloads: number[], reps: number, deliveries: number,
  *   window?: number, minMessages?: number, budgetMs?: number, maxOtherLoad?: number, retries?: number,
- *   client?: 'lean' | 'library', log?: (line: string) => void}} plan
+ *   client?: 'lean' | 'library', clientProcesses?: number, log?: (line: string) => void}} plan
  */
 export async function runMatrix(plan) {
-  const { variants, clients, payloads, reps, deliveries, window = 4, minMessages = 10, budgetMs = Infinity, maxOtherLoad = 0.2, retries = 2, client = 'lean', log = () => {} } = plan;
+  const { variants, clients, payloads, reps, deliveries, window = 4, minMessages = 10, budgetMs = Infinity, maxOtherLoad = 0.2, retries = 2, client = 'lean', clientProcesses = 1, log = () => {} } = plan;
   const started = performance.now();
   const skipped = [];
   const unavailable = new Map();
@@ -254,7 +254,7 @@ export async function runMatrix(plan) {
     const messages = Math.max(minMessages, Math.round(deliveries / n));
     const warmupMessages = Math.max(3, Math.round(messages / 5));
     const t0 = performance.now();
-    const session = await runSession({ variant, clients: n, window, client, phases: payloads.map((payloadBytes) => ({ payloadBytes, messages, warmupMessages })), log });
+    const session = await runSession({ variant, clients: n, window, client, clientProcesses, phases: payloads.map((payloadBytes) => ({ payloadBytes, messages, warmupMessages })), log });
     sessionMs += performance.now() - t0;
     count += 1;
     session.rep = rep;
@@ -301,6 +301,7 @@ export async function runMatrix(plan) {
     elapsedMs: performance.now() - started,
     window,
     client,
+    clientProcesses,
     maxOtherLoad,
     rerun,
     stillDisturbed: sessions.filter((s) => s.disturbance > maxOtherLoad).length,

@@ -104,7 +104,7 @@ export function evaluateTargets(cells, unavailable = {}) {
 /** What the clients were, for the settings line. @param {'lean' | 'library'} kind */
 function clientText(kind) {
   return kind === 'lean'
-    ? 'the same lean client for every variant (`src/lean-client.mjs`: a `net` socket, the WebSocket handshake and a frame parser; engine.io v4 for the socket.io variants), so the client process is not what limits deliveries/s'
+    ? 'the same lean client for every variant (`src/lean-client.mjs`: a `net` socket, the WebSocket handshake and a frame parser; engine.io v4 for the socket.io variants), so every variant meets the same, cheap client'
     : '`ws` clients for the ws variants and `socket.io-client` (websocket transport) for the socket.io variants (`--client library`)';
 }
 
@@ -116,7 +116,7 @@ export function fanoutMarkdown({ plan, matrix, facts, command }) {
   const lines = ['## Fan-out', '', ...machineLines(facts, command, matrix.elapsedMs)];
   const perN = plan.clients.map((n) => `${int(Math.max(plan.minMessages ?? 10, Math.round(plan.deliveries / n)))} at N = ${int(n)}`).join(', ');
   lines.push(
-    `- Settings: N = ${plan.clients.map(int).join(' and ')} clients in one client process (bound round robin to 127.0.0.2-127.0.0.5, server on 127.0.0.1), ${clientText(matrix.client ?? 'library')}; ` +
+    `- Settings: N = ${plan.clients.map(int).join(' and ')} clients in ${(matrix.clientProcesses ?? 1) === 1 ? 'one client process' : `${matrix.clientProcesses} client processes`} (bound round robin to 127.0.0.2-127.0.0.5, server on 127.0.0.1), ${clientText(matrix.client ?? 'library')}; ` +
       `payloads ${plan.payloads.map(bytes).join(' and ')} of JSON (a list of records); measured broadcasts per phase: ${perN} (≈${int(plan.deliveries)} deliveries), after a warm-up of a fifth as many; ` +
       `window ${matrix.window} broadcasts in flight; ${plan.reps} repetition(s); each cell shows the median and (min..max) over the repetitions.`,
     '- Columns: deliveries/s = messages received by all clients / (last receipt - first send); latency = receipt time in the client process - send time stamped in the message by the server (same CLOCK_MONOTONIC); server CPU = user + system time of the server process over the phase / deliveries; client CPU the same for the client process; RSS = the server\'s peak resident set size sampled every 20 ms during the phase.',

@@ -17,6 +17,7 @@ const HELP = `usage: node src/run.mjs [options]
   --reps 3                repetitions (BENCH_REPS)
   --deliveries 100000     deliveries per measured phase: M = deliveries / N broadcasts (BENCH_DELIVERIES)
   --window 4              broadcasts in flight (BENCH_WINDOW)
+  --client-processes 1    client-load processes sharing the N clients (BENCH_CLIENT_PROCESSES)
   --client lean           the clients: lean (a minimal WebSocket/engine.io client, src/lean-client.mjs)
                           or library (ws and socket.io-client) (BENCH_CLIENT)
   --budget-s 540          stop starting sessions after this many seconds (BENCH_BUDGET_S)
@@ -42,6 +43,7 @@ const { values: args } = parseArgs({
     deliveries: { type: 'string' },
     window: { type: 'string' },
     client: { type: 'string' },
+    'client-processes': { type: 'string' },
     'budget-s': { type: 'string' },
     'max-other-load': { type: 'string' },
     retries: { type: 'string' },
@@ -78,7 +80,7 @@ const clientKind = (s) => {
   return s;
 };
 
-const filtered = ['variants', 'clients', 'payloads', 'reps', 'deliveries', 'window', 'client'].some((k) => args[k] !== undefined || env[`BENCH_${k.toUpperCase()}`] !== undefined);
+const filtered = ['variants', 'clients', 'payloads', 'reps', 'deliveries', 'window', 'client', 'client-processes'].some((k) => args[k] !== undefined || env[`BENCH_${k.toUpperCase().replace('-', '_')}`] !== undefined);
 const variants = pick('variants', 'BENCH_VARIANTS') ? list(pick('variants', 'BENCH_VARIANTS')) : undefined;
 for (const v of variants ?? []) if (!VARIANTS[v]) throw new Error(`unknown variant ${v}; known: ${Object.keys(VARIANTS).join(', ')}`);
 
@@ -90,6 +92,7 @@ const plan = {
   deliveries: positive(pick('deliveries', 'BENCH_DELIVERIES') ?? (quick ? 20_000 : 100_000), 'deliveries'),
   window: positive(pick('window', 'BENCH_WINDOW') ?? 4, 'window'),
   client: clientKind(pick('client', 'BENCH_CLIENT') ?? 'lean'),
+  clientProcesses: positive(pick('client-processes', 'BENCH_CLIENT_PROCESSES') ?? 1, 'client-processes'),
   maxOtherLoad: Number(pick('max-other-load', 'BENCH_MAX_OTHER_LOAD') ?? 0.2),
   retries: Number(pick('retries', 'BENCH_RETRIES') ?? 2),
   minMessages: 10,
