@@ -25,6 +25,7 @@ export const LOCAL_ADDRESSES = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.
  * @property {number} payloadBytes
  * @property {number} messages     measured broadcasts
  * @property {number} [warmupMessages] broadcasts sent (and awaited) before, not measured
+ * @property {number} [rate] broadcasts per second, open loop (see server.mjs); default: the window
  *
  * @typedef {object} SessionOptions
  * @property {string} variant
@@ -125,7 +126,7 @@ export async function runSession(options) {
         const phaseId = ++id;
         await Promise.all(clients.map((c) => ask(c, { cmd: 'phase', id: phaseId, messages }, 'armed', 10_000)));
         const machine0 = machineCpu();
-        const done = await ask(server, { cmd: 'phase', id: phaseId, messages, window, payloadBytes: spec.payloadBytes }, 'phase-done', phaseTimeoutMs);
+        const done = await ask(server, { cmd: 'phase', id: phaseId, messages, window, payloadBytes: spec.payloadBytes, rate: spec.rate }, 'phase-done', phaseTimeoutMs);
         const machine = machineCpu(machine0);
         const reports = await Promise.all(clients.map((c) => ask(c, { cmd: 'report', id: phaseId }, 'report', 10_000)));
         return summarize(spec, messages, total, done, reports, machine);
@@ -204,6 +205,7 @@ function summarize(spec, messages, clients, done, reports, machine) {
     otherCpuShare: machine ? Math.max(0, machine.busyUs - (done.cpuUserUs + done.cpuSystemUs) - clientCpuUs) / Math.max(1, machine.totalUs) : NaN,
     machineBusyShare: machine ? machine.busyUs / Math.max(1, machine.totalUs) : NaN,
     disconnects,
+    ...(spec.rate ? { offeredPerSec: spec.rate * clients, capped: done.capped ?? 0 } : {}),
     ...(done.stats ? { stats: done.stats } : {}),
   };
 }
@@ -346,6 +348,40 @@ export function aggregate(sessions) {
     }
     return out;
   });
+}
+
+/**
+ * Fan-out latency at a fixed offered load (open loop): for each N and payload, every variant gets
+ * the same broadcast rate, `rateOf(n, payloadBytes)` broadcasts per second, for `seconds` after a
+ * one-second warm-up. Latency runs from each broadcast's due time, so a variant that falls behind
+ * is charged for it. At most `window` broadcasts are in flight; a phase that hits that cap is
+ * counted (`capped`): it was saturated, not paced.
+ * @param {{variants: string[], clients: number[], payloads: number[], reps: number, rateOf: (n: number, payloadBytes: number) => number | undefined,
+ *   seconds?: number, window?: number, client?: 'lean' | 'library', log?: (line: string) => void}} plan
+ */
+export async function runLatency(plan) {
+  const { variants, clients, payloads, reps, rateOf, seconds = 3, window = 16, client = 'lean', log = () => {} } = plan;
+  const started = performance.now();
+  const sessions = [];
+  for (let rep = 0; rep < reps; rep++) {
+    for (const n of clients) {
+      const phases = payloads
+        .map((payloadBytes) => ({ payloadBytes, rate: rateOf(n, payloadBytes) }))
+        .filter((p) => Number.isFinite(p.rate) && p.rate > 0)
+        .map((p) => ({ ...p, messages: Math.max(10, Math.round(p.rate * seconds)), warmupMessages: Math.max(3, Math.round(p.rate)) }));
+      if (phases.length === 0) continue;
+      const order = variants.map((_, i) => variants[(i + rep) % variants.length]);
+      for (const variant of order) {
+        const t0 = performance.now();
+        const session = await runSession({ variant, clients: n, window, client, phases, log });
+        session.rep = rep;
+        sessions.push(session);
+        const parts = session.phases.map((p) => `${p.payloadBytes} B at ${Math.round(p.offeredPerSec)}/s: p50 ${p.p50Ms.toFixed(1)} p99 ${p.p99Ms.toFixed(1)} ms cpu ${p.serverCpuUsPerDelivery.toFixed(1)} µs${p.capped ? ' (capped)' : ''}`);
+        log(`  latency rep ${rep + 1} ${variant.padEnd(15)} N=${String(n).padEnd(5)} (${((performance.now() - t0) / 1000).toFixed(1)} s) ${parts.join(' | ')}${session.error ? ` FAILED: ${session.error}` : ''}`);
+      }
+    }
+  }
+  return { sessions, window, seconds, elapsedMs: performance.now() - started };
 }
 
 /**

@@ -2,6 +2,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
+import { median, range } from './common.mjs';
 import { aggregate } from './harness.mjs';
 import { VARIANTS } from './variants.mjs';
 
@@ -63,14 +64,19 @@ const TARGETS = [
   { id: 'otel-vs-ws', a: 'bcast-ws-otel', b: 'bcast-ws', metric: 'deliveriesPerSec', op: '>=', threshold: 0.9, what: 'tracing on vs off (@bcast/ws), deliveries/s' },
 ];
 
+/** The latency target again, at a fixed offered load below saturation (the latency run). */
+const LATENCY_TARGETS = [
+  { id: 'ws-vs-frame-p99-rate', a: 'bcast-ws', b: 'ws-frame', metric: 'p99Ms', op: '<=', threshold: 1.2, what: '@bcast/ws vs raw frame-once, p99 latency at a fixed rate' },
+];
+
 /**
  * Ratios of medians for every target and cell, with the range of per-repetition ratios
  * (repetition r of A over repetition r of B) and the server-CPU ratio for context.
  */
-export function evaluateTargets(cells, unavailable = {}) {
+export function evaluateTargets(cells, unavailable = {}, targets = TARGETS) {
   const rows = [];
   const keys = [...new Set(cells.map((c) => `${c.clients}|${c.payloadBytes}`))];
-  for (const t of TARGETS) {
+  for (const t of targets) {
     for (const key of keys) {
       const [clients, payloadBytes] = key.split('|').map(Number);
       if (t.payload !== undefined && t.payload !== payloadBytes) continue;
@@ -148,7 +154,9 @@ export function fanoutMarkdown({ plan, matrix, facts, command }) {
       }
     }
   }
-  const rows = evaluateTargets(cells, matrix.unavailable);
+  const latencyCells = matrix.latency ? aggregate(matrix.latency.sessions) : [];
+  if (matrix.latency) lines.push(...latencyLines(plan, matrix.latency, latencyCells));
+  const rows = [...evaluateTargets(cells, matrix.unavailable), ...(matrix.latency ? evaluateTargets(latencyCells, matrix.unavailable, LATENCY_TARGETS) : [])];
   lines.push(
     '',
     '### Targets',
@@ -165,6 +173,33 @@ export function fanoutMarkdown({ plan, matrix, facts, command }) {
   const judged = rows.filter((r) => r.result !== 'n/a');
   lines.push('', `${judged.filter((r) => r.result === 'pass').length} of ${judged.length} evaluated targets pass; ${rows.length - judged.length} could not be evaluated.`);
   return lines.join('\n');
+}
+
+/** The fixed-rate latency tables. */
+function latencyLines(plan, latency, cells) {
+  const lines = [
+    '',
+    '### Latency at a fixed rate',
+    '',
+    `The same fan-out, paced open loop instead of by a window: every variant gets the same broadcast rate, ${pct(latency.loadShare)} of the deliveries/s that raw frame-once reached above, for ${latency.seconds} s after a 1 s warm-up, ${latency.reps} repetition(s). ` +
+      'Latency runs from each broadcast\'s due time, so a server that falls behind is charged for it. Below saturation this is the latency clients see at a given load; the tables above show it at each variant\'s own saturation, where a faster variant also carries more load.',
+  ];
+  for (const n of plan.clients) {
+    for (const payload of plan.payloads) {
+      const rows = latency.variants.map((name) => cells.find((x) => x.variant === name && x.clients === n && x.payloadBytes === payload)).filter(Boolean);
+      if (rows.length === 0) continue;
+      lines.push('', `#### N = ${int(n)}, ${bytes(payload)}`, '');
+      lines.push('| variant | offered deliveries/s | delivered/s | p50 ms | p99 ms | max ms | server CPU µs/delivery |');
+      lines.push('|---|--:|--:|--:|--:|--:|--:|');
+      for (const c of rows) {
+        const offered = c.runs[0]?.offeredPerSec ?? NaN;
+        const capped = c.runs.some((r) => r.capped > 0) ? ' (saturated: hit the in-flight cap)' : '';
+        const max = { median: median(c.runs.map((r) => r.maxMs)), ...range(c.runs.map((r) => r.maxMs)) };
+        lines.push(`| ${label(c.variant)}${capped} | ${int(offered)} | ${spread(c.deliveriesPerSec, int)} | ${spread(c.p50Ms, fix)} | ${spread(c.p99Ms, fix)} | ${spread(max, fix)} | ${spread(c.serverCpuUsPerDelivery, fix)} |`);
+      }
+    }
+  }
+  return lines;
 }
 
 // ---- scale -----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // pnpm bench [-- options]: the fan-out matrix. --scale: the connection-scale run. See README.md.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { runMatrix, runScale } from './harness.mjs';
+import { aggregate, runLatency, runMatrix, runScale } from './harness.mjs';
 import { fanoutMarkdown, machineFacts, scaleMarkdown, writeSection } from './report.mjs';
 import { DEFAULT_VARIANTS, SCALE_VARIANTS, VARIANTS } from './variants.mjs';
 
@@ -17,6 +17,8 @@ const HELP = `usage: node src/run.mjs [options]
   --reps 3                repetitions (BENCH_REPS)
   --deliveries 100000     deliveries per measured phase: M = deliveries / N broadcasts (BENCH_DELIVERIES)
   --window 4              broadcasts in flight (BENCH_WINDOW)
+  --latency-share 0.5     after the matrix, raw frame-once and @bcast/ws again at a fixed rate: this
+                          share of raw frame-once's deliveries/s; 0 skips it (BENCH_LATENCY_SHARE)
   --client-processes 1    client-load processes sharing the N clients (BENCH_CLIENT_PROCESSES)
   --client lean           the clients: lean (a minimal WebSocket/engine.io client, src/lean-client.mjs)
                           or library (ws and socket.io-client) (BENCH_CLIENT)
@@ -44,6 +46,7 @@ const { values: args } = parseArgs({
     window: { type: 'string' },
     client: { type: 'string' },
     'client-processes': { type: 'string' },
+    'latency-share': { type: 'string' },
     'budget-s': { type: 'string' },
     'max-other-load': { type: 'string' },
     retries: { type: 'string' },
@@ -92,6 +95,7 @@ const plan = {
   deliveries: positive(pick('deliveries', 'BENCH_DELIVERIES') ?? (quick ? 20_000 : 100_000), 'deliveries'),
   window: positive(pick('window', 'BENCH_WINDOW') ?? 4, 'window'),
   client: clientKind(pick('client', 'BENCH_CLIENT') ?? 'lean'),
+  latencyShare: Number(pick('latency-share', 'BENCH_LATENCY_SHARE') ?? 0.5),
   clientProcesses: positive(pick('client-processes', 'BENCH_CLIENT_PROCESSES') ?? 1, 'client-processes'),
   maxOtherLoad: Number(pick('max-other-load', 'BENCH_MAX_OTHER_LOAD') ?? 0.2),
   retries: Number(pick('retries', 'BENCH_RETRIES') ?? 2),
@@ -124,6 +128,23 @@ if (args.render) {
   process.exit(0);
 }
 
+/**
+ * The fixed-rate latency run: raw frame-once and @bcast/ws (those of the plan's variants), at
+ * `latencyShare` of the deliveries/s raw frame-once reached in the matrix, 2 repetitions.
+ */
+async function latencyRun(matrix) {
+  const variants = ['ws-frame', 'bcast-ws', 'bcast-ws-nocoalesce'].filter((v) => plan.variants.includes(v));
+  const frame = aggregate(matrix.sessions.filter((s) => !s.error)).filter((c) => c.variant === 'ws-frame');
+  const rateOf = (n, payloadBytes) => {
+    const cell = frame.find((c) => c.clients === n && c.payloadBytes === payloadBytes);
+    return cell ? (cell.deliveriesPerSec.median * plan.latencyShare) / n : undefined;
+  };
+  const reps = Math.min(2, plan.reps);
+  console.log(`latency: ${variants.join(', ')} at ${Math.round(plan.latencyShare * 100)} % of raw frame-once's deliveries/s, ${reps} rep(s)`);
+  const run = await runLatency({ variants, clients: plan.clients, payloads: plan.payloads, reps, rateOf, client: plan.client, log: plan.log });
+  return { ...run, variants, reps, loadShare: plan.latencyShare };
+}
+
 let failures = 0;
 const doFanout = args.scale !== true || args.all === true;
 const doScale = args.scale === true || args.all === true;
@@ -132,7 +153,8 @@ if (doFanout) {
   const facts = machineFacts();
   console.log(`fan-out: ${plan.variants.length} variants x N ${plan.clients.join('/')} x ${plan.payloads.map(String).join('/')} B x ${plan.reps} rep(s), ${plan.deliveries} deliveries per phase, window ${plan.window}, ${plan.client} clients`);
   const matrix = await runMatrix(plan);
-  failures += matrix.sessions.filter((s) => s.error).length;
+  if (plan.latencyShare > 0) matrix.latency = await latencyRun(matrix);
+  failures += matrix.sessions.filter((s) => s.error).length + (matrix.latency?.sessions.filter((s) => s.error).length ?? 0);
   const markdown = fanoutMarkdown({ plan, matrix, facts, command });
   console.log(`\n${markdown}\n`);
   if (write) {

@@ -3,7 +3,7 @@
 //   -> { cmd: 'init', variant }                 <- { type: 'listening', port }
 //   -> { cmd: 'await-connections', n, timeoutMs } <- { type: 'ready', connections }
 //   -> { cmd: 'memory' }                        <- { type: 'memory', rss, heapUsed, ... } (after GC)
-//   -> { cmd: 'phase', id, messages, window, payloadBytes }
+//   -> { cmd: 'phase', id, messages, window, payloadBytes, rate? }
 //   -> { cmd: 'complete', seq }  (relayed: every client received message seq)
 //                                               <- { type: 'phase-done', id, startMs, cpuUs, ... }
 //   -> { cmd: 'close' }                         (exits at once: the kernel closes the sockets)
@@ -77,8 +77,11 @@ function measureMemory() {
 /**
  * Sends `messages` broadcasts with at most `window` of them not yet received by every client
  * (the client process reports each completed message). The same pacing for every variant.
+ * With `rate` (broadcasts per second), open loop instead: broadcast i is due at start + i / rate,
+ * and carries its due time as `t`, so a server that falls behind is charged for it (no
+ * coordinated omission). `window` then only caps the broadcasts in flight, as a safety stop.
  */
-async function runPhase({ id, messages, window, payloadBytes }) {
+async function runPhase({ id, messages, window, payloadBytes, rate }) {
   const template = payloadTemplate(payloadBytes);
   if (typeof globalThis.gc === 'function') globalThis.gc();
   let sent = 0;
@@ -94,15 +97,25 @@ async function runPhase({ id, messages, window, payloadBytes }) {
   const cpu0 = process.cpuUsage();
   const startMs = clock();
 
+  const intervalMs = rate ? 1000 / rate : 0;
+  let timer;
+  let capped = 0;
   const pump = async () => {
     if (pumping) return;
     pumping = true;
     try {
       while (sent < messages && sent - completed < window && failure === undefined) {
+        const due = startMs + sent * intervalMs;
+        const now = clock();
+        if (rate && due > now) {
+          timer = setTimeout(pump, due - now);
+          break;
+        }
         const seq = sent++;
-        const result = instance.broadcast(makeMessage(template, seq, clock()));
+        const result = instance.broadcast(makeMessage(template, seq, rate ? due : now));
         if (result && typeof result.then === 'function') await result;
       }
+      if (rate && sent < messages && sent - completed >= window) capped += 1;
     } catch (error) {
       failure = error;
       resolveDone();
@@ -114,10 +127,11 @@ async function runPhase({ id, messages, window, payloadBytes }) {
     if (seq >= messages) return;
     completed += 1;
     if (completed === messages) resolveDone();
-    else void pump();
+    else if (!rate || sent - completed === window - 1) void pump();
   };
   void pump();
   await done;
+  clearTimeout(timer);
   const endMs = clock();
   const cpu = process.cpuUsage(cpu0);
   clearInterval(sampler);
@@ -135,6 +149,7 @@ async function runPhase({ id, messages, window, payloadBytes }) {
     peakRss,
     heapUsed: process.memoryUsage().heapUsed,
     connections: instance.connections(),
+    capped,
     ...(instance.stats ? { stats: instance.stats() } : {}),
   });
 }

@@ -1,4 +1,4 @@
-import { BcastError, ErrorCode, corkForTick, isHeldForTick, releaseIfFull, type Connection, type CorkableStream, type EncodedMessage } from '@bcast/core';
+import { BcastError, ErrorCode, corkForTick, inBurst, isHeldForTick, releaseIfFull, type Connection, type CorkableStream, type EncodedMessage } from '@bcast/core';
 import type { Namespace, Socket } from 'socket.io';
 
 // The Connection port over a socket.io Socket, and the once-per-broadcast packet it writes.
@@ -157,9 +157,10 @@ class SocketIoConnection implements Connection {
     const frame = prepared.frame;
     const stream = frame === undefined ? undefined : directStream(this.#conn);
     if (stream === undefined || frame === undefined) return void this.#client.writeToEngine?.(prepared.packets, prepared.opts);
-    corkForTick(stream);
+    const hold = inBurst(message);
+    if (hold) corkForTick(stream);
     (stream.write as (data: Buffer) => unknown).call(stream, frame);
-    releaseIfFull(stream);
+    if (hold) releaseIfFull(stream);
   }
 
   close(): void {

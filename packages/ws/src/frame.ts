@@ -1,4 +1,4 @@
-import { BcastError, ErrorCode, corkForTick, releaseIfFull, type Connection, type CorkableStream, type EncodedMessage } from '@bcast/core';
+import { BcastError, ErrorCode, corkForTick, inBurst, releaseIfFull, type Connection, type CorkableStream, type EncodedMessage } from '@bcast/core';
 import type { WebSocket } from 'ws';
 
 /**
@@ -135,7 +135,7 @@ export class WsConnection implements Connection {
     if (socket.writable !== true) throw transportClosed();
     if (!senderIdle(wire.sender)) return ws.send(message.bytes, { binary: message.binary });
     const frame = message.prepare(wire.frame, buildFrame);
-    if (this.coalesce) {
+    if (this.coalesce && inBurst(message)) {
       corkForTick(socket);
       socket.write(frame);
       releaseIfFull(socket);
