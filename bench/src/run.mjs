@@ -141,7 +141,7 @@ async function latencyRun(matrix) {
   };
   const reps = Math.min(2, plan.reps);
   console.log(`latency: ${variants.join(', ')} at ${Math.round(plan.latencyShare * 100)} % of raw frame-once's deliveries/s, ${reps} rep(s)`);
-  const run = await runLatency({ variants, clients: plan.clients, payloads: plan.payloads, reps, rateOf, client: plan.client, log: plan.log });
+  const run = await runLatency({ variants, clients: plan.clients, payloads: plan.payloads, reps, rateOf, seconds: 2, client: plan.client, log: plan.log });
   return { ...run, variants, reps, loadShare: plan.latencyShare };
 }
 
