@@ -116,11 +116,6 @@ export function releaseIfFull(stream: CorkableStream, maxHeldBytes = TICK_CORK_M
   if (stream.writableLength >= maxHeldBytes) release(stream as Tracked);
 }
 
-/** Uncorks `stream` now if this module holds it (before closing it, say). */
-export function releaseNow(stream: CorkableStream): void {
-  release(stream as Tracked);
-}
-
 /** Whether this module holds `stream`'s writes until the end of the tick. */
 export function isHeldForTick(stream: CorkableStream): boolean {
   return (stream as Tracked)[held] === true;
