@@ -356,13 +356,15 @@ export function aggregate(sessions) {
  * one-second warm-up. Latency runs from each broadcast's due time, so a variant that falls behind
  * is charged for it. At most `window` broadcasts are in flight; a phase that hits that cap is
  * counted (`capped`): it was saturated, not paced.
+ * Sessions start only while `deadline` (a `performance.now()` time) has not passed.
  * @param {{variants: string[], clients: number[], payloads: number[], reps: number, rateOf: (n: number, payloadBytes: number) => number | undefined,
- *   seconds?: number, window?: number, client?: 'lean' | 'library', log?: (line: string) => void}} plan
+ *   seconds?: number, window?: number, client?: 'lean' | 'library', deadline?: number, log?: (line: string) => void}} plan
  */
 export async function runLatency(plan) {
-  const { variants, clients, payloads, reps, rateOf, seconds = 3, window = 16, client = 'lean', log = () => {} } = plan;
+  const { variants, clients, payloads, reps, rateOf, seconds = 3, window = 16, client = 'lean', deadline = Infinity, log = () => {} } = plan;
   const started = performance.now();
   const sessions = [];
+  const skipped = [];
   for (let rep = 0; rep < reps; rep++) {
     for (const n of clients) {
       const phases = payloads
@@ -372,6 +374,10 @@ export async function runLatency(plan) {
       if (phases.length === 0) continue;
       const order = variants.map((_, i) => variants[(i + rep) % variants.length]);
       for (const variant of order) {
+        if (performance.now() > deadline) {
+          skipped.push({ variant, clients: n, rep });
+          continue;
+        }
         const t0 = performance.now();
         const session = await runSession({ variant, clients: n, window, client, phases, log });
         session.rep = rep;
@@ -381,7 +387,8 @@ export async function runLatency(plan) {
       }
     }
   }
-  return { sessions, window, seconds, elapsedMs: performance.now() - started };
+  if (skipped.length) log(`  latency: skipped ${skipped.length} session(s) to stay within the time budget`);
+  return { sessions, skipped, window, seconds, elapsedMs: performance.now() - started };
 }
 
 /**

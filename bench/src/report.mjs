@@ -182,6 +182,7 @@ function latencyLines(plan, latency, cells) {
     '### Latency at a fixed rate',
     '',
     `The same fan-out, paced open loop instead of by a window: every variant gets the same broadcast rate, ${pct(latency.loadShare)} of the deliveries/s that raw frame-once reached above, for ${latency.seconds} s after a 1 s warm-up, ${latency.reps} repetition(s). ` +
+      (latency.skipped?.length ? `Skipped to stay within the time budget: ${latency.skipped.map((s) => `${s.variant} N=${s.clients} rep ${s.rep + 1}`).join(', ')}. ` : '') +
       'Latency runs from each broadcast\'s due time, so a server that falls behind is charged for it. Below saturation this is the latency clients see at a given load; the tables above show it at each variant\'s own saturation, where a faster variant also carries more load.',
   ];
   for (const n of plan.clients) {

@@ -130,21 +130,24 @@ if (args.render) {
 
 /**
  * The fixed-rate latency run: raw frame-once and @bcast/ws (those of the plan's variants), at
- * `latencyShare` of the deliveries/s raw frame-once reached in the matrix, 2 repetitions.
+ * `latencyShare` of the deliveries/s raw frame-once reached in the matrix, 3 repetitions.
  */
 async function latencyRun(matrix) {
-  const variants = ['ws-frame', 'bcast-ws', 'bcast-ws-nocoalesce'].filter((v) => plan.variants.includes(v));
+  const variants = ['ws-frame', 'bcast-ws'].filter((v) => plan.variants.includes(v));
   const frame = aggregate(matrix.sessions.filter((s) => !s.error)).filter((c) => c.variant === 'ws-frame');
   const rateOf = (n, payloadBytes) => {
     const cell = frame.find((c) => c.clients === n && c.payloadBytes === payloadBytes);
     return cell ? (cell.deliveriesPerSec.median * plan.latencyShare) / n : undefined;
   };
-  const reps = Math.min(2, plan.reps);
+  const reps = Math.min(3, plan.reps);
   console.log(`latency: ${variants.join(', ')} at ${Math.round(plan.latencyShare * 100)} % of raw frame-once's deliveries/s, ${reps} rep(s)`);
-  const run = await runLatency({ variants, clients: plan.clients, payloads: plan.payloads, reps, rateOf, seconds: 2, client: plan.client, log: plan.log });
+  // The whole run stays under 10 minutes: the matrix has budgetMs, the latency run 60 s more.
+  const deadline = runStarted + plan.budgetMs + 60_000;
+  const run = await runLatency({ variants, clients: plan.clients, payloads: plan.payloads, reps, rateOf, seconds: 4, deadline, client: plan.client, log: plan.log });
   return { ...run, variants, reps, loadShare: plan.latencyShare };
 }
 
+const runStarted = performance.now();
 let failures = 0;
 const doFanout = args.scale !== true || args.all === true;
 const doScale = args.scale === true || args.all === true;
