@@ -64,7 +64,8 @@ async function handle(msg) {
       if (!p) throw new Error('report without a phase');
       const cpu = process.cpuUsage(p.cpu);
       phase = undefined;
-      const incomplete = [...p.counts].filter((c) => c < n).length;
+      // The server may have sent fewer than the phase was armed for (a phase that runs for a time).
+      const incomplete = [...p.counts.subarray(0, msg.messages ?? p.messages)].filter((c) => c < n).length;
       send({
         type: 'report',
         id: p.id,

@@ -25,6 +25,8 @@ export const LOCAL_ADDRESSES = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.
  * @property {number} payloadBytes
  * @property {number} messages     measured broadcasts
  * @property {number} [warmupMessages] broadcasts sent (and awaited) before, not measured
+ * @property {number} [minMs] closed loop: the measured phase goes on, a burst at a time, until it has run this long
+ * @property {number} [maxMessages] the most broadcasts that takes; default `messages`
  * @property {number} [rate] broadcasts per second, open loop (see server.mjs); default: the window
  *
  * @typedef {object} SessionOptions
@@ -32,6 +34,7 @@ export const LOCAL_ADDRESSES = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.
  * @property {number} clients       total clients
  * @property {PhaseSpec[]} phases
  * @property {number} [window]      broadcasts in flight (sent, not yet received by every client); default 4
+ * @property {number} [burst]       closed loop: broadcasts sent together, in one tick, when the window has room for all; default 1
  * @property {number} [clientProcesses] default 1
  * @property {'lean' | 'library'} [client] the client implementation (client.mjs); default 'lean'
  * @property {string[]} [localAddresses] default LOCAL_ADDRESSES
@@ -52,6 +55,7 @@ export async function runSession(options) {
     clients: total,
     phases,
     window = 4,
+    burst = 1,
     clientProcesses = 1,
     client: clientKind = 'lean',
     localAddresses = LOCAL_ADDRESSES,
@@ -61,7 +65,7 @@ export async function runSession(options) {
     log = () => {},
   } = options;
   const variant = VARIANTS[name];
-  const session = { variant: name, clients: total, client: clientKind, window, phases: /** @type {any[]} */ ([]), connectMs: NaN, memory: undefined, error: undefined, unavailable: false };
+  const session = { variant: name, clients: total, client: clientKind, window, burst, phases: /** @type {any[]} */ ([]), connectMs: NaN, memory: undefined, error: undefined, unavailable: false };
   if (!variant) return { ...session, error: `unknown variant ${name}` };
   /** @type {import('node:child_process').ChildProcess[]} */
   const children = [];
@@ -121,18 +125,18 @@ export async function runSession(options) {
 
     let id = 0;
     for (const spec of phases) {
-      const run = async (messages) => {
+      const run = async (messages, minMs = 0, maxMessages = messages) => {
         pending.clear();
         const phaseId = ++id;
-        await Promise.all(clients.map((c) => ask(c, { cmd: 'phase', id: phaseId, messages }, 'armed', 10_000)));
+        await Promise.all(clients.map((c) => ask(c, { cmd: 'phase', id: phaseId, messages: maxMessages }, 'armed', 10_000)));
         const machine0 = machineCpu();
-        const done = await ask(server, { cmd: 'phase', id: phaseId, messages, window, payloadBytes: spec.payloadBytes, rate: spec.rate }, 'phase-done', phaseTimeoutMs);
+        const done = await ask(server, { cmd: 'phase', id: phaseId, messages, minMs, maxMessages, window, burst, payloadBytes: spec.payloadBytes, rate: spec.rate }, 'phase-done', phaseTimeoutMs);
         const machine = machineCpu(machine0);
-        const reports = await Promise.all(clients.map((c) => ask(c, { cmd: 'report', id: phaseId }, 'report', 10_000)));
-        return summarize(spec, messages, total, done, reports, machine);
+        const reports = await Promise.all(clients.map((c) => ask(c, { cmd: 'report', id: phaseId, messages: done.sent }, 'report', 10_000)));
+        return summarize(spec, done.sent, total, done, reports, machine);
       };
       if (spec.warmupMessages) await run(spec.warmupMessages);
-      session.phases.push(await run(spec.messages));
+      session.phases.push(await run(spec.messages, spec.minMs, Math.max(spec.messages, spec.maxMessages ?? spec.messages)));
     }
   } catch (error) {
     session.error = error instanceof Error ? error.message : String(error);
@@ -237,11 +241,11 @@ async function stopAll(children) {
  * failed. Disturbed sessions are run again after the matrix, at most `retries` times each, while
  * the time budget allows; each (variant, N, repetition) keeps its least disturbed attempt.
  * @param {{variants: string[], clients: number[], payloads: number[], reps: number, deliveries: number,
- *   window?: number, minMessages?: number, budgetMs?: number, maxOtherLoad?: number, retries?: number,
+ *   window?: number, burst?: number, minMessages?: number, minPhaseMs?: number, budgetMs?: number, maxOtherLoad?: number, retries?: number,
  *   client?: 'lean' | 'library', clientProcesses?: number, log?: (line: string) => void}} plan
  */
 export async function runMatrix(plan) {
-  const { variants, clients, payloads, reps, deliveries, window = 4, minMessages = 10, budgetMs = Infinity, maxOtherLoad = 0.2, retries = 2, client = 'lean', clientProcesses = 1, log = () => {} } = plan;
+  const { variants, clients, payloads, reps, deliveries, window = 8, burst = 4, minMessages = 10, minPhaseMs = 0, budgetMs = Infinity, maxOtherLoad = 0.2, retries = 2, client = 'lean', clientProcesses = 1, log = () => {} } = plan;
   const started = performance.now();
   const skipped = [];
   const unavailable = new Map();
@@ -255,8 +259,10 @@ export async function runMatrix(plan) {
   const run = async (variant, n, rep, retry) => {
     const messages = Math.max(minMessages, Math.round(deliveries / n));
     const warmupMessages = Math.max(3, Math.round(messages / 5));
+    // A fast variant's phase goes on until it has run minPhaseMs, up to 20x the broadcasts.
+    const timed = { minMs: minPhaseMs, maxMessages: messages * 20 };
     const t0 = performance.now();
-    const session = await runSession({ variant, clients: n, window, client, clientProcesses, phases: payloads.map((payloadBytes) => ({ payloadBytes, messages, warmupMessages })), log });
+    const session = await runSession({ variant, clients: n, window, burst, client, clientProcesses, phases: payloads.map((payloadBytes) => ({ payloadBytes, messages, warmupMessages, ...timed })), log });
     sessionMs += performance.now() - t0;
     count += 1;
     session.rep = rep;
@@ -302,6 +308,8 @@ export async function runMatrix(plan) {
     unavailable: Object.fromEntries(unavailable),
     elapsedMs: performance.now() - started,
     window,
+    burst,
+    minPhaseMs,
     client,
     clientProcesses,
     maxOtherLoad,

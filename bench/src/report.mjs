@@ -65,7 +65,7 @@ const TARGETS = [
 ];
 
 /** The latency target again, at a fixed offered load below saturation (the latency run). */
-const LATENCY_TARGETS = [
+export const LATENCY_TARGETS = [
   { id: 'ws-vs-frame-p99-rate', a: 'bcast-ws', b: 'ws-frame', metric: 'p99Ms', op: '<=', threshold: 1.2, what: '@bcast/ws vs raw frame-once, p99 latency at a fixed rate' },
 ];
 
@@ -114,6 +114,12 @@ function clientText(kind) {
     : '`ws` clients for the ws variants and `socket.io-client` (websocket transport) for the socket.io variants (`--client library`)';
 }
 
+/** The closed loop's pacing, for the settings line. */
+function burstText(burst, window) {
+  if (burst <= 1) return `one broadcast per tick, at most ${window} in flight (sent, not yet received by every client)`;
+  return `broadcasts in bursts of ${burst}, sent one after another in one tick, a burst as soon as the window has room for it, at most ${window} broadcasts (${Math.floor(window / burst)} bursts) in flight`;
+}
+
 /**
  * @param {{plan: any, matrix: any, facts: any, command: string}} input
  */
@@ -123,9 +129,9 @@ export function fanoutMarkdown({ plan, matrix, facts, command }) {
   const perN = plan.clients.map((n) => `${int(Math.max(plan.minMessages ?? 10, Math.round(plan.deliveries / n)))} at N = ${int(n)}`).join(', ');
   lines.push(
     `- Settings: N = ${plan.clients.map(int).join(' and ')} clients in ${(matrix.clientProcesses ?? 1) === 1 ? 'one client process' : `${matrix.clientProcesses} client processes`} (bound round robin to 127.0.0.2-127.0.0.5, server on 127.0.0.1), ${clientText(matrix.client ?? 'library')}; ` +
-      `payloads ${plan.payloads.map(bytes).join(' and ')} of JSON (a list of records); measured broadcasts per phase: ${perN} (≈${int(plan.deliveries)} deliveries), after a warm-up of a fifth as many; ` +
-      `window ${matrix.window} broadcasts in flight; ${plan.reps} repetition(s); each cell shows the median and (min..max) over the repetitions.`,
-    '- Columns: deliveries/s = messages received by all clients / (last receipt - first send); latency = receipt time in the client process - send time stamped in the message by the server (same CLOCK_MONOTONIC); server CPU = user + system time of the server process over the phase / deliveries; client CPU the same for the client process; RSS = the server\'s peak resident set size sampled every 20 ms during the phase.',
+      `payloads ${plan.payloads.map(bytes).join(' and ')} of JSON (a list of records); measured broadcasts per phase: at least ${perN} (≈${int(plan.deliveries)} deliveries)${plan.minPhaseMs > 0 ? `, and more, a burst at a time, until the phase has run ${plan.minPhaseMs / 1000} s (so a fast variant is measured as long as a slow one)` : ''}, after a warm-up of a fifth of the minimum; ` +
+      `${burstText(matrix.burst ?? 1, matrix.window)}; ${plan.reps} repetition(s); each cell shows the median and (min..max) over the repetitions.`,
+    '- Columns: deliveries/s = messages received by all clients / (last receipt - first send); latency = receipt time in the client process - the time the broadcast was due, stamped in the message by the server (same CLOCK_MONOTONIC; every broadcast of a burst is due when the burst starts); server CPU = user + system time of the server process over the phase / deliveries; client CPU the same for the client process; RSS = the server\'s peak resident set size sampled every 20 ms during the phase.',
   );
   lines.push(
     `- Disturbed sessions: a session is disturbed when more than ${pct(matrix.maxOtherLoad)} of the machine's CPU went to other processes during one of its phases (or it failed); ` +

@@ -14,9 +14,14 @@ const HELP = `usage: node src/run.mjs [options]
   --variants a,b          variants (BENCH_VARIANTS); default: all of ${DEFAULT_VARIANTS.join(', ')}
   --clients 1000,5000     client counts N (BENCH_CLIENTS)
   --payloads 256,4k       payload sizes in bytes, k = KiB (BENCH_PAYLOADS)
-  --reps 3                repetitions (BENCH_REPS)
-  --deliveries 100000     deliveries per measured phase: M = deliveries / N broadcasts (BENCH_DELIVERIES)
-  --window 4              broadcasts in flight (BENCH_WINDOW)
+  --reps 5                repetitions (BENCH_REPS)
+  --deliveries 100000     deliveries per measured phase at least: M = deliveries / N broadcasts (BENCH_DELIVERIES)
+  --min-phase-s 1         and a phase goes on, a burst at a time, until it has run this long, up to
+                          20 M broadcasts (BENCH_MIN_PHASE_S)
+  --burst 4               broadcasts due together, sent one after another in one tick (BENCH_BURST);
+                          1: one broadcast per tick
+  --window 8              broadcasts in flight: a burst goes out when the window has room for all of
+                          it (BENCH_WINDOW)
   --latency-share 0.5     after the matrix, raw frame-once and @bcast/ws again at a fixed rate: this
                           share of raw frame-once's deliveries/s; 0 skips it (BENCH_LATENCY_SHARE)
   --client-processes 1    client-load processes sharing the N clients (BENCH_CLIENT_PROCESSES)
@@ -43,7 +48,9 @@ const { values: args } = parseArgs({
     payloads: { type: 'string' },
     reps: { type: 'string' },
     deliveries: { type: 'string' },
+    'min-phase-s': { type: 'string' },
     window: { type: 'string' },
+    burst: { type: 'string' },
     client: { type: 'string' },
     'client-processes': { type: 'string' },
     'latency-share': { type: 'string' },
@@ -83,7 +90,7 @@ const clientKind = (s) => {
   return s;
 };
 
-const filtered = ['variants', 'clients', 'payloads', 'reps', 'deliveries', 'window', 'client', 'client-processes'].some((k) => args[k] !== undefined || env[`BENCH_${k.toUpperCase().replace('-', '_')}`] !== undefined);
+const filtered = ['variants', 'clients', 'payloads', 'reps', 'deliveries', 'min-phase-s', 'window', 'burst', 'client', 'client-processes'].some((k) => args[k] !== undefined || env[`BENCH_${k.toUpperCase().replaceAll('-', '_')}`] !== undefined);
 const variants = pick('variants', 'BENCH_VARIANTS') ? list(pick('variants', 'BENCH_VARIANTS')) : undefined;
 for (const v of variants ?? []) if (!VARIANTS[v]) throw new Error(`unknown variant ${v}; known: ${Object.keys(VARIANTS).join(', ')}`);
 
@@ -91,9 +98,11 @@ const plan = {
   variants: variants ?? DEFAULT_VARIANTS,
   clients: pick('clients', 'BENCH_CLIENTS') ? list(pick('clients', 'BENCH_CLIENTS'), (s) => positive(s, 'clients')) : quick ? [1000] : [1000, 5000],
   payloads: pick('payloads', 'BENCH_PAYLOADS') ? list(pick('payloads', 'BENCH_PAYLOADS'), size) : [256, 4096],
-  reps: positive(pick('reps', 'BENCH_REPS') ?? (quick ? 1 : 3), 'reps'),
+  reps: positive(pick('reps', 'BENCH_REPS') ?? (quick ? 1 : 5), 'reps'),
   deliveries: positive(pick('deliveries', 'BENCH_DELIVERIES') ?? (quick ? 20_000 : 100_000), 'deliveries'),
-  window: positive(pick('window', 'BENCH_WINDOW') ?? 4, 'window'),
+  minPhaseMs: Number(pick('min-phase-s', 'BENCH_MIN_PHASE_S') ?? (quick ? 0.3 : 1)) * 1000,
+  window: positive(pick('window', 'BENCH_WINDOW') ?? 8, 'window'),
+  burst: positive(pick('burst', 'BENCH_BURST') ?? 4, 'burst'),
   client: clientKind(pick('client', 'BENCH_CLIENT') ?? 'lean'),
   latencyShare: Number(pick('latency-share', 'BENCH_LATENCY_SHARE') ?? 0.5),
   clientProcesses: positive(pick('client-processes', 'BENCH_CLIENT_PROCESSES') ?? 1, 'client-processes'),
@@ -103,6 +112,7 @@ const plan = {
   budgetMs: positive(pick('budget-s', 'BENCH_BUDGET_S') ?? (quick ? 75 : 540), 'budget-s') * 1000,
   log: (line) => console.log(line),
 };
+if (plan.burst > plan.window) throw new Error(`--burst (${plan.burst}) must not exceed --window (${plan.window})`);
 const scaleClients = positive(pick('scale-clients', 'BENCH_SCALE_CLIENTS') ?? (quick ? 2_000 : 10_000), 'scale-clients');
 const scaleVariants = variants ?? SCALE_VARIANTS;
 
@@ -154,7 +164,7 @@ const doScale = args.scale === true || args.all === true;
 
 if (doFanout) {
   const facts = machineFacts();
-  console.log(`fan-out: ${plan.variants.length} variants x N ${plan.clients.join('/')} x ${plan.payloads.map(String).join('/')} B x ${plan.reps} rep(s), ${plan.deliveries} deliveries per phase, window ${plan.window}, ${plan.client} clients`);
+  console.log(`fan-out: ${plan.variants.length} variants x N ${plan.clients.join('/')} x ${plan.payloads.map(String).join('/')} B x ${plan.reps} rep(s), ${plan.deliveries} deliveries and ${plan.minPhaseMs / 1000} s per phase at least, window ${plan.window}, bursts of ${plan.burst}, ${plan.client} clients`);
   const matrix = await runMatrix(plan);
   if (plan.latencyShare > 0) matrix.latency = await latencyRun(matrix);
   failures += matrix.sessions.filter((s) => s.error).length + (matrix.latency?.sessions.filter((s) => s.error).length ?? 0);

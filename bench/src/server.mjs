@@ -3,7 +3,7 @@
 //   -> { cmd: 'init', variant }                 <- { type: 'listening', port }
 //   -> { cmd: 'await-connections', n, timeoutMs } <- { type: 'ready', connections }
 //   -> { cmd: 'memory' }                        <- { type: 'memory', rss, heapUsed, ... } (after GC)
-//   -> { cmd: 'phase', id, messages, window, payloadBytes, rate? }
+//   -> { cmd: 'phase', id, messages, window, burst, minMs?, maxMessages?, payloadBytes, rate? }
 //   -> { cmd: 'complete', seq }  (relayed: every client received message seq)
 //                                               <- { type: 'phase-done', id, startMs, cpuUs, ... }
 //   -> { cmd: 'close' }                         (exits at once: the kernel closes the sockets)
@@ -81,7 +81,7 @@ function measureMemory() {
  * and carries its due time as `t`, so a server that falls behind is charged for it (no
  * coordinated omission). `window` then only caps the broadcasts in flight, as a safety stop.
  */
-async function runPhase({ id, messages, window, payloadBytes, rate }) {
+async function runPhase({ id, messages, window, burst = 1, minMs = 0, maxMessages = messages, payloadBytes, rate }) {
   const template = payloadTemplate(payloadBytes);
   if (typeof globalThis.gc === 'function') globalThis.gc();
   let sent = 0;
@@ -100,22 +100,48 @@ async function runPhase({ id, messages, window, payloadBytes, rate }) {
   const intervalMs = rate ? 1000 / rate : 0;
   let timer;
   let capped = 0;
+  // Closed loop: broadcasts go out in bursts of `burst`, one burst per pass, a burst only when the
+  // window has room for all of it; a pass that leaves room for another burst schedules it on
+  // setImmediate, so every tick sees exactly one burst.
+  // With `minMs`, a closed-loop phase goes on past `messages`, a burst at a time, until it has run
+  // that long (at most `maxMessages`): a fast variant gets as long a phase as a slow one.
+  let target = messages;
+  const room = () => {
+    if (sent >= target && target < maxMessages && clock() - startMs < minMs) target = Math.min(maxMessages, target + burst);
+    return sent < target && sent - completed <= window - Math.min(burst, target - sent);
+  };
   const pump = async () => {
     if (pumping) return;
     pumping = true;
     try {
+      if (!rate) {
+        if (!room()) return;
+        const end = Math.min(target, sent + burst);
+        // Every broadcast of a burst is due when the burst starts, and carries that time as `t`:
+        // a server that sends them one after another makes the later ones wait, and the clients
+        // see that wait (as in the paced mode, latency runs from the due time).
+        const due = clock();
+        while (sent < end && failure === undefined) {
+          const seq = sent++;
+          const result = instance.broadcast(makeMessage(template, seq, due));
+          if (result && typeof result.then === 'function') await result;
+        }
+        if (room()) setImmediate(pump);
+        else if (completed === sent) resolveDone();
+        return;
+      }
       while (sent < messages && sent - completed < window && failure === undefined) {
         const due = startMs + sent * intervalMs;
         const now = clock();
-        if (rate && due > now) {
+        if (due > now) {
           timer = setTimeout(pump, due - now);
           break;
         }
         const seq = sent++;
-        const result = instance.broadcast(makeMessage(template, seq, rate ? due : now));
+        const result = instance.broadcast(makeMessage(template, seq, due));
         if (result && typeof result.then === 'function') await result;
       }
-      if (rate && sent < messages && sent - completed >= window) capped += 1;
+      if (sent < messages && sent - completed >= window) capped += 1;
     } catch (error) {
       failure = error;
       resolveDone();
@@ -124,10 +150,13 @@ async function runPhase({ id, messages, window, payloadBytes, rate }) {
     }
   };
   onComplete = (seq) => {
-    if (seq >= messages) return;
+    if (seq >= maxMessages) return;
     completed += 1;
-    if (completed === messages) resolveDone();
-    else if (!rate || sent - completed === window - 1) void pump();
+    if (rate) {
+      if (completed === messages) resolveDone();
+      else if (sent - completed === window - 1) void pump();
+    } else if (room()) void pump();
+    else if (completed === sent && !pumping) resolveDone();
   };
   void pump();
   await done;

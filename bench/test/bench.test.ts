@@ -53,6 +53,42 @@ describe('bench harness', () => {
     expect(session.phases[0]).toMatchObject({ expected: 20, delivered: 20, disconnects: 0 });
   });
 
+  it('sends bursts that fill the window, and the last, shorter burst too', async () => {
+    // 7 broadcasts in bursts of 3 with room for 6: 3 + 3, then 1. A pump that waited for a full
+    // burst's room at the end, or sent past the window, would stall or lose count.
+    const session = await runSession({
+      variant: 'bcast-ws',
+      clients: 3,
+      window: 6,
+      burst: 3,
+      phases: [{ payloadBytes: 256, messages: 7, warmupMessages: 2 }],
+      connectTimeoutMs: 15_000,
+      phaseTimeoutMs: 10_000,
+    });
+    expect(session.error).toBeUndefined();
+    expect(session.burst).toBe(3);
+    expect(session.phases[0]).toMatchObject({ messages: 7, expected: 21, delivered: 21, disconnects: 0 });
+  });
+
+  it('runs a timed phase past its minimum, in whole bursts, and counts what was sent', async () => {
+    const session = await runSession({
+      variant: 'ws-frame',
+      clients: 2,
+      window: 4,
+      burst: 2,
+      phases: [{ payloadBytes: 256, messages: 4, minMs: 200, maxMessages: 100_000 }],
+      connectTimeoutMs: 15_000,
+      phaseTimeoutMs: 10_000,
+    });
+    expect(session.error).toBeUndefined();
+    const phase = session.phases[0]!;
+    expect(phase.messages).toBeGreaterThan(4);
+    expect(phase.messages % 2).toBe(0);
+    expect(phase.delivered).toBe(phase.messages * 2);
+    expect(phase.expected).toBe(phase.delivered);
+    expect(phase.durationMs).toBeGreaterThanOrEqual(200);
+  });
+
   it("the lean client's frame parser reads ws's own frames however TCP splits them", () => {
     const bodies = ['{"type":"bench","seq":1,"t":12.5}', 'x'.repeat(300), 'y'.repeat(70_000), '42["message",{"type":"bench","seq":7,"t":3}]'];
     // ws's Sender is public at runtime (engine.io and @bcast/ws use Sender.frame) but not in @types/ws.
