@@ -209,9 +209,32 @@ function summarize(spec, messages, clients, done, reports, machine) {
     otherCpuShare: machine ? Math.max(0, machine.busyUs - (done.cpuUserUs + done.cpuSystemUs) - clientCpuUs) / Math.max(1, machine.totalUs) : NaN,
     machineBusyShare: machine ? machine.busyUs / Math.max(1, machine.totalUs) : NaN,
     disconnects,
-    ...(spec.rate ? { offeredPerSec: spec.rate * clients, capped: done.capped ?? 0 } : {}),
+    ...(spec.rate ? { offeredPerSec: spec.rate * clients, capped: done.capped ?? 0, hist: sparseCounts(hist) } : {}),
     ...(done.stats ? { stats: done.stats } : {}),
   };
+}
+
+/** A histogram's non-empty buckets as [index, count], and its max (for pooling repetitions). */
+function sparseCounts(hist) {
+  const buckets = [];
+  for (let i = 0; i < hist.counts.length; i++) if (hist.counts[i] > 0) buckets.push([i, hist.counts[i]]);
+  return { buckets, max: hist.max };
+}
+
+/**
+ * p50 and p99 of every delivery of every repetition together (the fixed-rate run keeps each
+ * phase's histogram): three 4-second phases make one 12-second sample, whose p99 one hiccup moves
+ * far less than it moves a single phase's.
+ */
+export function pooledLatency(runs) {
+  const hist = new Histogram();
+  for (const r of runs) {
+    if (!r.hist) return undefined;
+    for (const [i, c] of r.hist.buckets) hist.counts[i] += c;
+    hist.count += r.hist.buckets.reduce((n, [, c]) => n + c, 0);
+    hist.max = Math.max(hist.max, r.hist.max);
+  }
+  return hist.count ? { p50Ms: hist.quantile(0.5) / 1000, p99Ms: hist.quantile(0.99) / 1000, count: hist.count } : undefined;
 }
 
 async function stopAll(children) {
@@ -349,7 +372,7 @@ export function aggregate(sessions) {
   }
   const metrics = ['deliveriesPerSec', 'p50Ms', 'p99Ms', 'serverCpuUsPerDelivery', 'clientCpuUsPerDelivery', 'peakRssBytes'];
   return [...cells.values()].map((cell) => {
-    const out = { ...cell, complete: cell.runs.every((r) => r.delivered === r.expected) };
+    const out = { ...cell, complete: cell.runs.every((r) => r.delivered === r.expected), pooled: pooledLatency(cell.runs) };
     for (const m of metrics) {
       const values = cell.runs.map((r) => r[m]);
       out[m] = { median: median(values), ...range(values) };

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import * as ws from 'ws';
 import { Histogram, readHeader } from '../src/common.mjs';
 import { FrameParser } from '../src/lean-client.mjs';
-import { aggregate, runSession } from '../src/harness.mjs';
+import { aggregate, pooledLatency, runSession } from '../src/harness.mjs';
 import { evaluateTargets } from '../src/report.mjs';
 
 describe('bench harness', () => {
@@ -129,5 +129,22 @@ describe('bench harness', () => {
     expect(Math.abs(h.quantile(0.5) - 5_000) / 5_000).toBeLessThan(0.02);
     expect(Math.abs(h.quantile(0.99) - 9_900) / 9_900).toBeLessThan(0.02);
     expect(h.quantile(1)).toBe(10_000);
+  });
+
+  it('pools repetitions into one latency distribution', () => {
+    // Two repetitions: one steady (1..1,000 µs), one with a hiccup (20 of its 1,000 deliveries at 50 ms).
+    const steady = new Histogram();
+    const hiccup = new Histogram();
+    for (let us = 1; us <= 1_000; us++) steady.record(us);
+    for (let i = 0; i < 1_000; i++) hiccup.record(i < 20 ? 50_000 : 500);
+    const asRun = (h: Histogram) => ({ hist: { buckets: [...h.counts.entries()].filter(([, c]) => c > 0), max: h.max } });
+    const pooled = pooledLatency([asRun(steady), asRun(hiccup)])!;
+    expect(pooled.count).toBe(2_000);
+    // The hiccup decides its own repetition's p99; pooled, its 20 deliveries are the top 1 % and
+    // the p99 (the 1,980th of 2,000) is the steady run's largest, 1 ms.
+    expect(pooled.p99Ms).toBeGreaterThan(0.97);
+    expect(pooled.p99Ms).toBeLessThan(1.01);
+    expect(hiccup.quantile(0.99) / 1000).toBeGreaterThan(49);
+    expect(pooledLatency([{}])).toBeUndefined();
   });
 });
