@@ -1,12 +1,5 @@
-import { BURST_GAP_MS } from '@bcast/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { client, closeAll, connected, startIo, type Harness } from './helpers.js';
-
-/**
- * Lets BURST_GAP_MS pass, so that a burst of an earlier test cannot carry over into this one.
- * The condition is time itself: there is no event to await.
- */
-const quietGap = () => new Promise<void>((resolve) => setTimeout(resolve, BURST_GAP_MS + 1));
 
 // The direct write: on the websocket transport, with nothing queued in engine.io, a broadcast's
 // pre-built frame goes to the TCP socket; in a burst, the frames after the first leave in one write.
@@ -38,7 +31,6 @@ describe('broadcast writes on the websocket transport', () => {
   it('ten broadcasts of one tick reach every client in order in two writes per socket: the first, then the other nine', async () => {
     const h = await startIo();
     const clients = await Promise.all([1, 2, 3].map(() => connected(client(h.url))));
-    await quietGap();
     const counters = countWrites(h);
     const results = await Promise.all(Array.from({ length: 10 }, (_, i) => h.broadcaster.toAll({ seq: i })));
     expect(results.map((r) => r.delivered)).toEqual(Array(10).fill(3));

@@ -22,8 +22,8 @@ export interface WsAdapterOptions {
   /** How long `dispose()` waits for clients to answer its 1001 close before terminating them. @default 1_000 */
   closeTimeoutMs?: number;
   /**
-   * Coalesce bursts: a lone broadcast is written at once; from the second broadcast of a tick on
-   * (and in a tick that follows a burst within 5 ms) writes are held and leave each socket in one
+   * Coalesce bursts: a lone broadcast is written at once, and so is the first broadcast of every
+   * tick; from the second broadcast of a tick on, writes are held and leave each socket in one
    * syscall at the end of the tick. Destroying a socket (`ws.terminate()`) in that tick first lets
    * out what it holds, and a socket holding 64 KiB goes out at once. `false`: one write per
    * message. @default true

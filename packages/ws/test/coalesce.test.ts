@@ -1,12 +1,5 @@
-import { BURST_GAP_MS } from '@bcast/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openClient, startWs, type Harness } from './helpers.js';
-
-/**
- * Lets BURST_GAP_MS pass, so that a burst of an earlier test cannot carry over into this one.
- * The condition is time itself: there is no event to await.
- */
-const quietGap = () => new Promise<void>((resolve) => setTimeout(resolve, BURST_GAP_MS + 1));
 
 // Coalescing (on by default): a lone broadcast is written at once; in a burst (two or more
 // broadcasts in one tick) the rest of the tick's broadcasts share one write per socket, and
@@ -45,7 +38,6 @@ describe('coalescing the broadcasts of one tick (the default)', () => {
   it('ten broadcasts issued together reach every client in order with two writes per socket: the first, then the other nine', async () => {
     harness = await startWs();
     const clients = await Promise.all([1, 2, 3].map(() => openClient(harness!.url)));
-    await quietGap();
     const counters = countWrites(harness);
     const results = await Promise.all(Array.from({ length: 10 }, (_, i) => harness!.broadcaster.toAll({ seq: i })));
     expect(results.map((r) => r.delivered)).toEqual(Array(10).fill(3));
@@ -58,7 +50,6 @@ describe('coalescing the broadcasts of one tick (the default)', () => {
   it('a lone broadcast is written at once, not held for the end of the tick', async () => {
     harness = await startWs();
     const clients = await Promise.all([1, 2].map(() => openClient(harness!.url)));
-    await quietGap();
     const counters = countWrites(harness);
     await harness.broadcaster.toAll('alone');
     expect(counters).toEqual([
@@ -71,7 +62,6 @@ describe('coalescing the broadcasts of one tick (the default)', () => {
   it('awaited broadcasts of one tick: the first is written at once, the others leave together when the tick ends', async () => {
     harness = await startWs();
     const clients = await Promise.all([1, 2].map(() => openClient(harness!.url)));
-    await quietGap();
     const counters = countWrites(harness);
     await harness.broadcaster.toAll('one');
     await harness.broadcaster.toAll('two');
@@ -88,7 +78,6 @@ describe('coalescing the broadcasts of one tick (the default)', () => {
   it('a socket holding 64 KiB is written at once, before the tick ends', async () => {
     harness = await startWs();
     const client = await openClient(harness.url);
-    await quietGap();
     const [counter] = countWrites(harness);
     const big = 'x'.repeat(20_000);
     for (let i = 0; i < 5; i++) await harness.broadcaster.toAll(big);

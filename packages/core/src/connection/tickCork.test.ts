@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
-import { afterEach, describe, expect, it, vi } from 'vitest';
-import { BURST_GAP_MS, corkForTick, inBurst, isHeldForTick, releaseIfFull } from './tickCork.js';
+import { describe, expect, it } from 'vitest';
+import { corkForTick, inBurst, isHeldForTick, releaseIfFull } from './tickCork.js';
 
 /** A real Node Writable that records each write that reaches it: one entry per `_write` or `_writev`. */
 function recorder() {
@@ -105,50 +105,31 @@ describe('corkForTick', () => {
 });
 
 describe('inBurst', () => {
-  afterEach(() => {
-    vi.useRealTimers();
-  });
-  // performance.now() is faked so that the gap between ticks is exact; process.nextTick is real.
-  const quiet = () => {
-    vi.useFakeTimers({ toFake: ['performance'] });
-    vi.advanceTimersByTime(BURST_GAP_MS + 1);
-  };
-
   it('does not hold a lone message per tick, for any number of recipients', async () => {
-    quiet();
+    await endOfTick();
     const a = {};
     expect([inBurst(a), inBurst(a), inBurst(a)]).toEqual([false, false, false]);
     await endOfTick();
-    vi.advanceTimersByTime(1);
     const b = {};
     expect(inBurst(b)).toBe(false);
     await endOfTick();
   });
 
   it('holds from the second distinct message of a tick on', async () => {
-    quiet();
+    await endOfTick();
     const [a, b, c] = [{}, {}, {}];
     expect([inBurst(a), inBurst(a), inBurst(b), inBurst(b), inBurst(c)]).toEqual([false, false, true, true, true]);
     await endOfTick();
   });
 
-  it('holds from the first message of a tick that starts within BURST_GAP_MS of a burst tick, not later', async () => {
-    quiet();
-    inBurst({});
-    inBurst({});
+  it('writes the first message of the tick right after a burst at once: each tick decides alone', async () => {
     await endOfTick();
-    vi.advanceTimersByTime(BURST_GAP_MS - 1);
-    expect(inBurst({})).toBe(true); // the burst goes on
+    expect([inBurst({}), inBurst({}), inBurst({})]).toEqual([false, true, true]);
     await endOfTick();
-    // that tick had one message: it does not extend the burst
-    vi.advanceTimersByTime(1);
-    expect(inBurst({})).toBe(false);
-    await endOfTick();
-    inBurst({});
-    inBurst({});
-    await endOfTick();
-    vi.advanceTimersByTime(BURST_GAP_MS);
-    expect(inBurst({})).toBe(false); // too late: a new, lone message
+    // the very next tick, no time later
+    const next = {};
+    expect([inBurst(next), inBurst(next)]).toEqual([false, false]);
+    expect(inBurst({})).toBe(true);
     await endOfTick();
   });
 });
