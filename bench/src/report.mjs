@@ -66,7 +66,7 @@ const TARGETS = [
 
 /** The latency target again, at a fixed offered load below saturation (the latency run). */
 export const LATENCY_TARGETS = [
-  { id: 'ws-vs-frame-p99-rate', a: 'bcast-ws', b: 'ws-frame', metric: 'p99Ms', pooled: true, op: '<=', threshold: 1.2, what: '@bcast/ws vs raw frame-once, p99 latency at a fixed rate (all repetitions pooled)' },
+  { id: 'ws-vs-frame-p99-rate', a: 'bcast-ws', b: 'ws-frame', metric: 'p99Ms', pooled: true, extra: true, op: '<=', threshold: 1.2, what: '@bcast/ws vs raw frame-once, p99 latency at a fixed rate (all repetitions pooled; our check, beyond the issue)' },
 ];
 
 /**
@@ -176,8 +176,16 @@ export function fanoutMarkdown({ plan, matrix, facts, command }) {
     const range = Number.isFinite(r.low) ? `${fix(r.low, 2)}..${fix(r.high, 2)}` : '';
     lines.push(`| ${r.what} | ${int(r.clients)}, ${bytes(r.payloadBytes)} | ${Number.isFinite(r.ratio) ? `${ratioText(r.ratio, r.threshold)}x` : 'n/a'} | ${range} | ${r.op} ${r.threshold}x | ${Number.isFinite(r.cpuRatio) ? `${fix(r.cpuRatio, 2)}x` : ''} | ${Number.isFinite(r.ceilingRatio) ? `${fix(r.ceilingRatio, 2)}x` : ''} | ${r.result === 'n/a' ? `n/a (${r.note})` : r.result} |`);
   }
-  const judged = rows.filter((r) => r.result !== 'n/a');
-  lines.push('', `${judged.filter((r) => r.result === 'pass').length} of ${judged.length} evaluated targets pass; ${rows.length - judged.length} could not be evaluated.`);
+  const judged = rows.filter((r) => r.result !== 'n/a' && !r.extra);
+  const extra = rows.filter((r) => r.result !== 'n/a' && r.extra);
+  lines.push('', `${judged.filter((r) => r.result === 'pass').length} of ${judged.length} evaluated targets of the issue pass; ${rows.filter((r) => r.result === 'n/a').length} could not be evaluated.`);
+  if (extra.length) {
+    lines.push(
+      '',
+      `Our own check beyond the issue's floors, the same p99 limit at an equal, fixed load: ${extra.filter((r) => r.result === 'pass').length} of ${extra.length} cells pass. ` +
+        'A lone broadcast costs @bcast/ws a few percent more server CPU than the raw loop (`bench:send` measures it), and at a fixed rate queueing amplifies that in the tail.',
+    );
+  }
   return lines.join('\n');
 }
 
