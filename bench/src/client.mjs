@@ -75,7 +75,7 @@ async function handle(msg) {
         firstMs: p.firstMs,
         lastMs: p.lastMs,
         latency: p.hist.summary(),
-        hist: sparse(p.hist.counts),
+        hist: p.hist.sparse(),
         cpuUs: cpu.user + cpu.system,
         disconnects,
         stray,
@@ -85,13 +85,6 @@ async function handle(msg) {
     case 'close':
       process.exit(0);
   }
-}
-
-/** Non-empty histogram buckets as [index, count] pairs (the orchestrator merges processes). */
-function sparse(counts) {
-  const pairs = [];
-  for (let i = 0; i < counts.length; i++) if (counts[i] > 0) pairs.push([i, counts[i]]);
-  return pairs;
 }
 
 /** Opens `n` clients, at most `concurrency` handshakes at a time, spread over the local addresses. */

@@ -64,6 +64,22 @@ export class Histogram {
     return this.max;
   }
 
+  /** The non-empty buckets as [index, count] pairs: a histogram to send or keep compactly. */
+  sparse() {
+    const pairs = [];
+    for (let i = 0; i < this.counts.length; i++) if (this.counts[i] > 0) pairs.push([i, this.counts[i]]);
+    return pairs;
+  }
+
+  /** Adds another histogram's `sparse()` buckets; `max` is its largest value, in µs. */
+  addSparse(pairs, max) {
+    for (const [i, c] of pairs) {
+      this.counts[i] += c;
+      this.count += c;
+    }
+    if (max > this.max) this.max = max;
+  }
+
   summary() {
     return {
       count: this.count,

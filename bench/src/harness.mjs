@@ -183,10 +183,8 @@ function summarize(spec, messages, clients, done, reports, machine) {
     lastMs = Math.max(lastMs, r.lastMs);
     clientCpuUs += r.cpuUs;
     disconnects += r.disconnects;
-    for (const [i, c] of r.hist) hist.counts[i] += c;
-    hist.count += r.latency.count;
+    hist.addSparse(r.hist, r.latency.maxUs);
     hist.sum += r.latency.meanUs * r.latency.count;
-    hist.max = Math.max(hist.max, r.latency.maxUs);
   }
   const latency = hist.summary();
   const durationMs = lastMs - done.startMs;
@@ -209,16 +207,9 @@ function summarize(spec, messages, clients, done, reports, machine) {
     otherCpuShare: machine ? Math.max(0, machine.busyUs - (done.cpuUserUs + done.cpuSystemUs) - clientCpuUs) / Math.max(1, machine.totalUs) : NaN,
     machineBusyShare: machine ? machine.busyUs / Math.max(1, machine.totalUs) : NaN,
     disconnects,
-    ...(spec.rate ? { offeredPerSec: spec.rate * clients, capped: done.capped ?? 0, hist: sparseCounts(hist) } : {}),
+    ...(spec.rate ? { offeredPerSec: spec.rate * clients, capped: done.capped ?? 0, hist: { buckets: hist.sparse(), max: hist.max } } : {}),
     ...(done.stats ? { stats: done.stats } : {}),
   };
-}
-
-/** A histogram's non-empty buckets as [index, count], and its max (for pooling repetitions). */
-function sparseCounts(hist) {
-  const buckets = [];
-  for (let i = 0; i < hist.counts.length; i++) if (hist.counts[i] > 0) buckets.push([i, hist.counts[i]]);
-  return { buckets, max: hist.max };
 }
 
 /**
@@ -230,9 +221,7 @@ export function pooledLatency(runs) {
   const hist = new Histogram();
   for (const r of runs) {
     if (!r.hist) return undefined;
-    for (const [i, c] of r.hist.buckets) hist.counts[i] += c;
-    hist.count += r.hist.buckets.reduce((n, [, c]) => n + c, 0);
-    hist.max = Math.max(hist.max, r.hist.max);
+    hist.addSparse(r.hist.buckets, r.hist.max);
   }
   return hist.count ? { p50Ms: hist.quantile(0.5) / 1000, p99Ms: hist.quantile(0.99) / 1000, count: hist.count } : undefined;
 }
