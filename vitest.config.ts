@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
-const pkg = (name: string): string => fileURLToPath(new URL(`./packages/${name}/src/index.ts`, import.meta.url));
+const pkg = (name: string, entry = 'index'): string => fileURLToPath(new URL(`./packages/${name}/src/${entry}.ts`, import.meta.url));
 
 // Tests import the packages' TypeScript sources; child processes (multi-node tests, bench) run the
 // built dist, which `pnpm test` builds first.
@@ -9,6 +9,8 @@ export default defineConfig({
   resolve: {
     alias: [
       { find: /^@bcast\/core$/, replacement: pkg('core') },
+      { find: /^@bcast\/core\/adapter$/, replacement: pkg('core', 'adapter') },
+      { find: /^@bcast\/core\/backplane$/, replacement: pkg('core', 'backplane') },
       { find: /^@bcast\/ws$/, replacement: pkg('ws') },
       { find: /^@bcast\/socket\.io$/, replacement: pkg('socket.io') },
       { find: /^@bcast\/express$/, replacement: pkg('express') },

@@ -12,5 +12,5 @@ export { ENVELOPE_VERSION, LocalBackplane, MemoryBus, type Backplane, type Backp
 export { envelopeProblem, fromEnvelope, toEnvelope } from './backplane/envelope.js';
 export { ProtocolErrorCode, type ClientMessage, type ServerReply } from './protocol/messages.js';
 export type { InboundOptions } from './protocol/InboundProtocol.js';
-export { isOriginAllowed, newConnectionId, resolveIdentity, withDeadline, type AuthResult, type Identity, type OriginPolicy } from './adapter.js';
+export { isOriginAllowed, newConnectionId, resolveIdentity, withDeadline, type AuthResult, type Identity, type OriginPolicy } from './adapter/identity.js';
 export { VERSION } from './version.js';
