@@ -261,6 +261,22 @@ export class Broadcaster {
     return this.rooms.leave(connectionId, room);
   }
 
+  /** Creates an empty room that stays until `deleteRoom` (rooms made by `join` go with their last member). False when it exists. */
+  createRoom(room: string): boolean {
+    validateRoomId(room, this.limits);
+    return this.rooms.create(room);
+  }
+
+  /** Deletes a room and every membership in it; false when it did not exist. */
+  deleteRoom(room: string): boolean {
+    return this.rooms.delete(room);
+  }
+
+  /** Removes a connection from every room; returns the rooms it left. */
+  leaveAll(connectionId: string): string[] {
+    return this.rooms.leaveAll(connectionId);
+  }
+
   // ---- broadcasting ------------------------------------------------------------------------
 
   toAll(message: unknown, options: SendOptions = {}): Promise<BroadcastResult> {
@@ -277,6 +293,11 @@ export class Broadcaster {
 
   toConnections(connectionIds: readonly string[], message: unknown, options: SendOptions = {}): Promise<BroadcastResult> {
     return this.broadcast({ operation: 'connections', connectionIds, message, ...options });
+  }
+
+  /** One message to one connection, wherever it is connected: validated and limited like any broadcast. */
+  sendTo(connectionId: string, message: unknown, options: SendOptions = {}): Promise<BroadcastResult> {
+    return this.broadcast({ operation: 'connections', connectionIds: [connectionId], message, ...options });
   }
 
   /** Runs a broadcast; rejects with a BcastError when the input is invalid (nothing was sent). */
