@@ -1,3 +1,3 @@
 // @bcast/core/backplane: what a backplane (the scale-out port) is built from.
-export { ENVELOPE_VERSION, LocalBackplane, MemoryBus, type Backplane, type BackplaneEnvelope, type BackplaneHealth, type BackplaneHealthStatus } from './backplane/Backplane.js';
+export { ENVELOPE_VERSION, LocalBackplane, MemoryBus, type Backplane, type BackplaneEnvelope, type BackplaneHealth, type BackplaneHealthStatus, type PublishOptions } from './backplane/Backplane.js';
 export { envelopeProblem } from './backplane/envelope.js';

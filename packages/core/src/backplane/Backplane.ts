@@ -36,6 +36,11 @@ export interface BackplaneHealth {
   readonly details?: Readonly<Record<string, unknown>>;
 }
 
+export interface PublishOptions {
+  /** Aborted when the caller gives up waiting (publish timeout, shutdown). */
+  readonly signal?: AbortSignal | undefined;
+}
+
 /**
  * The scale-out port: `publish`, `subscribe`, `close`. Implementations deliver every envelope
  * published by other nodes to the subscribed handler, in per-publisher order.
@@ -44,7 +49,13 @@ export interface Backplane {
   readonly nodeId: string;
   /** True when there is nothing to publish to (single process): the broadcaster skips publishing. */
   readonly isLocal?: boolean;
-  publish(envelope: BackplaneEnvelope): Promise<void>;
+  /**
+   * Sends an envelope to the other nodes. Reject with a BcastError whose `details.written` is
+   * `false` when the envelope was certainly not handed to the network (not connected): only those
+   * are retried. `signal` aborts when the caller stops waiting (its publish timeout): the envelope
+   * may still arrive, so it is never retried; a backplane may reset a connection that hangs.
+   */
+  publish(envelope: BackplaneEnvelope, options?: PublishOptions): Promise<void>;
   /**
    * Starts delivering envelopes from other nodes. Returns a function that stops it. Must not reject
    * for a transient failure (Redis down...): keep retrying and report it through `health()`; the
