@@ -1,4 +1,5 @@
-import { Broadcaster, BcastError, CloseCode, ErrorCode, newConnectionId, type BroadcasterOptions, type ConnectionEntry, type Logger } from '@bcast/core';
+import { Broadcaster, BcastError, CloseCode, ErrorCode, type BroadcasterOptions, type ConnectionEntry, type Logger } from '@bcast/core';
+import { newConnectionId } from '@bcast/core/adapter';
 import { resolveOptions, warn, withLegacyDefaults, type CompatOptions, type ResolvedOptions, type SocketIoOptions } from './options.js';
 import { isSocketIoSocket, registerSocket } from './sockets.js';
 

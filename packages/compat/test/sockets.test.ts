@@ -3,7 +3,8 @@
 // the legacy loop drove them. Plus: client frames are left to the app unless it opts in.
 import { once } from 'node:events';
 import { EventEmitter } from 'node:events';
-import { CloseCode, type Connection, type EncodedMessage } from '@bcast/core';
+import { CloseCode } from '@bcast/core';
+import type { Connection, EncodedMessage } from '@bcast/core/adapter';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { BroadcastManager, ConnectionManager } from '../src/index.js';
 import { closeClients, connectClient, recordingLogger, startServer, type AppServer } from './helpers.js';
