@@ -42,8 +42,10 @@ export const USER_DEAD_CONNECTION_REASON = 'Connection lost';
  * The broadcast methods never reject because of a socket.
  */
 export class BroadcastManager {
-  readonly connections: ConnectionManager;
-  readonly rooms: RoomManager;
+  /** The ConnectionManager this manager was built with. */
+  readonly connectionManager: ConnectionManager;
+  /** The RoomManager given to the constructor, or the one it created. */
+  readonly roomManager: RoomManager;
   readonly #counters = { totalBroadcasts: 0, successfulSends: 0, failedSends: 0 };
 
   /**
@@ -55,17 +57,63 @@ export class BroadcastManager {
     if (!(connections instanceof ConnectionManager)) {
       throw new BcastError(ErrorCode.InvalidOption, 'BroadcastManager needs the ConnectionManager from @bcast/compat as its first argument');
     }
-    if (rooms !== undefined && rooms !== null && !(rooms instanceof RoomManager && rooms.connections === connections)) {
+    if (rooms !== undefined && rooms !== null && !(rooms instanceof RoomManager && rooms.connectionManager === connections)) {
       throw new BcastError(ErrorCode.InvalidOption, 'BroadcastManager: rooms must be a @bcast/compat RoomManager built on the same ConnectionManager');
     }
     connections[internal].configure(resolveOptions(options, 'BroadcastManager'));
-    this.connections = connections;
-    this.rooms = rooms ?? new RoomManager(connections);
+    this.connectionManager = connections;
+    this.roomManager = rooms ?? new RoomManager(connections);
     void connections.broadcaster; // start it now, not inside a later call
   }
 
+  /** Same as `connectionManager` (the name earlier compat releases used). */
+  get connections(): ConnectionManager {
+    return this.connectionManager;
+  }
+
+  /** Same as `roomManager` (the name earlier compat releases used). */
+  get rooms(): RoomManager {
+    return this.roomManager;
+  }
+
   get broadcaster(): Broadcaster {
-    return this.connections.broadcaster;
+    return this.connectionManager.broadcaster;
+  }
+
+  // ---- rooms: the legacy manager's own room methods, each delegating to `roomManager` ----------
+
+  /** Creates an empty room that stays until deleted. False when it exists, or the id is invalid (logged). */
+  createRoom(roomId: LegacyId): boolean {
+    return this.roomManager.createRoom(roomId);
+  }
+
+  /** Deletes a room and its memberships. False when it did not exist. */
+  deleteRoom(roomId: LegacyId): boolean {
+    return this.roomManager.deleteRoom(roomId);
+  }
+
+  /** Adds a registered connection to a room (creating the room). False when already in it, unknown, or the room id is invalid (logged). */
+  joinRoom(connectionId: string, roomId: LegacyId): boolean {
+    return this.roomManager.joinRoom(connectionId, roomId);
+  }
+
+  /** False when the connection was not in the room. */
+  leaveRoom(connectionId: string, roomId: LegacyId): boolean {
+    return this.roomManager.leaveRoom(connectionId, roomId);
+  }
+
+  leaveAllRooms(connectionId: string): void {
+    this.roomManager.leaveAllRooms(connectionId);
+  }
+
+  /** Connection ids in the room (a copy; empty for an unknown room). */
+  getRoomConnections(roomId: LegacyId): Set<string> {
+    return this.roomManager.getRoomConnections(roomId);
+  }
+
+  /** Rooms of a connection (a copy; empty for an unknown connection). */
+  getConnectionRooms(connectionId: string): Set<string> {
+    return this.roomManager.getConnectionRooms(connectionId);
   }
 
   /** Every live connection of every user. */
@@ -104,7 +152,7 @@ export class BroadcastManager {
 
   /** Disposes the Broadcaster when compat created it (clients get 1001); see ConnectionManager.dispose. */
   dispose(): Promise<void> {
-    return this.connections.dispose();
+    return this.connectionManager.dispose();
   }
 
   async #run(context: BroadcastContext, targets: (b: Broadcaster) => number): Promise<BroadcastResult> {
@@ -132,7 +180,7 @@ export class BroadcastManager {
       };
     }
     const error = outcome.error ?? new BcastError(ErrorCode.Internal, 'the broadcast produced no result');
-    const ctx = this.connections[internal];
+    const ctx = this.connectionManager[internal];
     let total = 0;
     try {
       total = targets(b);

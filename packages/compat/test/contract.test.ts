@@ -1,4 +1,4 @@
-// The legacy BroadcastManager contract (LEGACY_API.md), case by case, on real ws and socket.io
+// The legacy BroadcastManager contract (docs/legacy-api.md), case by case, on real ws and socket.io
 // servers with real clients. The app code in these tests is what legacy code did: hand each raw
 // socket to `connections.connect(userId, socket)` in the server's connection handler.
 import type { ConnectionEntry } from '@bcast/core';

@@ -25,10 +25,14 @@ const flavors: Flavor[] = [
 
 /** The managers as the app holds them; legacy and compat have the same surface. */
 type LegacyFields = { successful: number; failed: number; totalConnections: number; messageType?: string };
+type RoomMethods = Pick<RoomManager, 'createRoom' | 'deleteRoom' | 'joinRoom' | 'leaveRoom' | 'leaveAllRooms' | 'getRoomConnections' | 'getConnectionRooms'>;
 interface Managers {
   connections: Pick<ConnectionManager, 'connect' | 'disconnect' | 'getUserConnections' | 'getConnectionById' | 'isConnectionAlive' | 'activeConnections'>;
-  rooms: Pick<RoomManager, 'createRoom' | 'deleteRoom' | 'joinRoom' | 'leaveRoom' | 'leaveAllRooms' | 'getRoomConnections' | 'getConnectionRooms'>;
-  manager: {
+  rooms: RoomMethods;
+  /** The legacy manager has the room methods itself, and its two managers as properties. */
+  manager: RoomMethods & {
+    readonly connectionManager: unknown;
+    readonly roomManager: unknown;
     broadcastToAll(message: unknown): Promise<LegacyFields>;
     broadcastToUser(userId: string, message: unknown): Promise<boolean>;
     broadcastToRoom(roomId: string, message: unknown): Promise<LegacyFields>;
@@ -110,6 +114,27 @@ async function run(flavor: Flavor, m: Managers): Promise<Transcript> {
   call('leaveRoom', [rooms.leaveRoom(id('b1'), 'lobby'), rooms.leaveRoom(id('b1'), 'lobby')]);
   call('room after leave', legacyResult(await manager.broadcastToRoom('lobby', 'lobby: only a1')));
 
+  // The same room operations called on the manager itself, as legacy code did.
+  call('manager properties', [manager.connectionManager === connections, manager.roomManager === rooms]);
+  call('manager.createRoom', [manager.createRoom('stage'), manager.createRoom('stage'), manager.createRoom('lobby')]);
+  call('manager.joinRoom', [
+    manager.joinRoom(id('a2'), 'stage'), manager.joinRoom(id('c1'), 'stage'), manager.joinRoom(id('c1'), 'stage'),
+    manager.joinRoom('nope', 'stage'), manager.joinRoom(id('c1'), 'lobby'),
+  ]);
+  call('manager.getRoomConnections', [tags(manager.getRoomConnections('stage')), tags(rooms.getRoomConnections('stage')), tags(manager.getRoomConnections('unknown'))]);
+  call('manager.getConnectionRooms', [[...manager.getConnectionRooms(id('c1'))].sort(), [...manager.getConnectionRooms('nope')]]);
+  call('stage', legacyResult(await manager.broadcastToRoom('stage', { type: 'stage', n: 1 })));
+  call('manager.leaveRoom', [manager.leaveRoom(id('a2'), 'stage'), manager.leaveRoom(id('a2'), 'stage'), manager.leaveRoom(id('a2'), 'unknown')]);
+  call('stage after leave', legacyResult(await manager.broadcastToRoom('stage', 'stage: only c1')));
+  call('manager.leaveAllRooms', manager.leaveAllRooms(id('c1')));
+  call('after leaveAllRooms', [[...manager.getConnectionRooms(id('c1'))], tags(manager.getRoomConnections('lobby')), tags(manager.getRoomConnections('stage'))]);
+  call('stage emptied', legacyResult(await manager.broadcastToRoom('stage', { type: 'stage', n: 2 })));
+  manager.joinRoom(id('c1'), 'stage');
+  manager.joinRoom(id('a1'), 'stage');
+  call('manager.deleteRoom', [manager.deleteRoom('stage'), manager.deleteRoom('stage'), manager.deleteRoom('unknown')]);
+  call('after deleteRoom', [tags(manager.getRoomConnections('stage')), [...manager.getConnectionRooms(id('c1'))], [...manager.getConnectionRooms(id('a1'))].sort()]);
+  call('stage deleted', legacyResult(await manager.broadcastToRoom('stage', { type: 'stage', n: 3 })));
+
   const carol = infoOf('c1');
   carol.isClosing = true;
   call('all with one closing', legacyResult(await manager.broadcastToAll({ type: 'n', n: 7 })));
@@ -161,6 +186,13 @@ describe.each(flavors)('the same legacy calls before and after migration: $name'
     expect(calls.get('user unknown')).toBe(false);
     expect(calls.get('room unknown')).toEqual({ successful: 0, failed: 0, totalConnections: 0, messageType: 'room' });
     expect(calls.get('all with one closing')).toMatchObject({ successful: 3, failed: 1 });
+    expect(calls.get('manager properties')).toEqual([true, true]);
+    expect(calls.get('manager.joinRoom')).toEqual([true, true, false, false, true]);
+    expect(calls.get('stage')).toEqual({ successful: 2, failed: 0, totalConnections: 2, messageType: 'stage' });
+    expect(calls.get('stage after leave')).toEqual({ successful: 1, failed: 0, totalConnections: 1 });
+    expect(calls.get('stage emptied')).toEqual({ successful: 0, failed: 0, totalConnections: 0, messageType: 'stage' });
+    expect(calls.get('manager.deleteRoom')).toEqual([true, false, false]);
+    expect(calls.get('stage deleted')).toEqual({ successful: 0, failed: 0, totalConnections: 0, messageType: 'stage' });
     if (flavor.transport === 'ws') {
       expect(calls.get('all with one dead')).toEqual({ successful: 3, failed: 1, totalConnections: 4, messageType: 'n' });
       expect(before.closes.a2).toEqual({ code: 4001, reason: 'bye' });
@@ -195,15 +227,35 @@ describe('documented differences (docs/migration.md)', () => {
   });
 
   it('a room made by joinRoom goes away with its last member (createRoom rooms stay)', async () => {
+    // Legacy kept the emptied 'adhoc' room: totalRooms 2 after leaveAllRooms.
+    const legacy = legacyManagers(flavors[0]!);
+    const legacyInfo = legacy.connections.connect('alice', { readyState: 1, send: () => {} });
+    legacy.manager.createRoom('kept');
+    legacy.manager.joinRoom(legacyInfo.connectionId, 'kept');
+    legacy.manager.joinRoom(legacyInfo.connectionId, 'adhoc');
+    legacy.manager.leaveAllRooms(legacyInfo.connectionId);
+    expect(legacy.manager.getStats()).toMatchObject({ totalRooms: 2, roomMemberships: 0 });
+
     const compat = compatManagers(flavors[0]!);
     const { connections, rooms, manager } = compat;
     const info = connections.connect('alice', { readyState: 1, send: () => {} });
-    rooms.createRoom('kept');
+    manager.createRoom('kept');
     rooms.joinRoom(info.connectionId, 'kept');
-    rooms.joinRoom(info.connectionId, 'adhoc');
+    manager.joinRoom(info.connectionId, 'adhoc');
     expect(manager.getStats()).toMatchObject({ totalRooms: 2, roomMemberships: 2 });
-    rooms.leaveAllRooms(info.connectionId);
+    manager.leaveAllRooms(info.connectionId);
     expect(manager.getStats()).toMatchObject({ totalRooms: 1, roomMemberships: 0 });
+    await compat.dispose();
+  });
+
+  it('an invalid room id is refused: legacy made a room named "" or "x\\u0000y"; compat returns false', async () => {
+    const legacy = legacyManagers(flavors[0]!);
+    const compat = compatManagers(flavors[0]!);
+    for (const m of [legacy, compat]) m.connections.connect('alice', { readyState: 1, send: () => {} });
+    const idOf = (m: Managers) => m.connections.getUserConnections('alice')[0]!.connectionId;
+    expect([legacy.manager.createRoom(''), legacy.manager.joinRoom(idOf(legacy), 'x\u0000y')]).toEqual([true, true]);
+    expect([compat.manager.createRoom(''), compat.manager.joinRoom(idOf(compat), 'x\u0000y')]).toEqual([false, false]);
+    expect(compat.manager.getStats()).toMatchObject({ totalRooms: 0, roomMemberships: 0 });
     await compat.dispose();
   });
 });
