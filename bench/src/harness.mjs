@@ -4,7 +4,7 @@ import { fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Histogram, median, onceMessage, range } from './common.mjs';
-import { VARIANTS } from './variants.mjs';
+import { resolveVariant } from './variants.mjs';
 
 const SERVER = fileURLToPath(new URL('./server.mjs', import.meta.url));
 const CLIENT = fileURLToPath(new URL('./client.mjs', import.meta.url));
@@ -39,6 +39,7 @@ export const LOCAL_ADDRESSES = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.
  * @property {'lean' | 'library'} [client] the client implementation (client.mjs); default 'lean'
  * @property {string[]} [localAddresses] default LOCAL_ADDRESSES
  * @property {boolean} [measureMemory] GC'd server memory before and after the clients connect
+ * @property {string} [baselineDir] the checkout whose packages the `@before` variants load
  * @property {number} [connectTimeoutMs] default 120 s
  * @property {number} [phaseTimeoutMs] per phase; default 60 s
  * @property {(line: string) => void} [log]
@@ -60,11 +61,12 @@ export async function runSession(options) {
     client: clientKind = 'lean',
     localAddresses = LOCAL_ADDRESSES,
     measureMemory = false,
+    baselineDir,
     connectTimeoutMs = 120_000,
     phaseTimeoutMs = 60_000,
     log = () => {},
   } = options;
-  const variant = VARIANTS[name];
+  const variant = resolveVariant(name, { baselineDir });
   const session = { variant: name, clients: total, client: clientKind, window, burst, phases: /** @type {any[]} */ ([]), connectMs: NaN, memory: undefined, error: undefined, unavailable: false };
   if (!variant) return { ...session, error: `unknown variant ${name}` };
   /** @type {import('node:child_process').ChildProcess[]} */
@@ -80,7 +82,7 @@ export async function runSession(options) {
   };
   try {
     const server = spawn(SERVER, ['--expose-gc', ...SERVER_NODE_ARGS]);
-    server.send({ cmd: 'init', variant: name });
+    server.send({ cmd: 'init', variant: name, baselineDir });
     const listening = await onceMessage(server, 'listening', 30_000, `${name} server start`).catch((error) => {
       if (/not available|not built|does not export/.test(error.message)) session.unavailable = true;
       throw error;
@@ -245,36 +247,51 @@ async function stopAll(children) {
 }
 
 /**
- * The fan-out matrix: repetitions x client counts x variants, each session running every payload.
- * The variant order rotates with each repetition so that drift in machine load spreads evenly.
+ * Broadcasts in flight for a burst size when none is given: two bursts, and at least 8 (so
+ * bursts of 1 and of 4 get 8, bursts of 10 get 20).
+ * @param {number} burst @param {number} [window]
+ */
+export function windowFor(burst, window) {
+  const w = window ?? Math.max(8, 2 * burst);
+  if (burst > w) throw new Error(`a burst (${burst}) must not exceed the window (${w})`);
+  return w;
+}
+
+/**
+ * The fan-out matrix: repetitions x burst sizes x client counts x variants, each session running
+ * every payload. The variant order rotates with each repetition so that drift in machine load
+ * spreads evenly.
  *
  * A session is *disturbed* when, during one of its phases, more than `maxOtherLoad` of the
  * machine's CPU time went to neither bench process (other tests on a shared machine), or when it
  * failed. Disturbed sessions are run again after the matrix, at most `retries` times each, while
- * the time budget allows; each (variant, N, repetition) keeps its least disturbed attempt.
+ * the time budget allows; each (variant, burst, N, repetition) keeps its least disturbed attempt.
  * @param {{variants: string[], clients: number[], payloads: number[], reps: number, deliveries: number,
- *   window?: number, burst?: number, minMessages?: number, minPhaseMs?: number, budgetMs?: number, maxOtherLoad?: number, retries?: number,
- *   client?: 'lean' | 'library', clientProcesses?: number, log?: (line: string) => void}} plan
+ *   window?: number, burst?: number | number[], minMessages?: number, minPhaseMs?: number, budgetMs?: number, maxOtherLoad?: number, retries?: number,
+ *   client?: 'lean' | 'library', clientProcesses?: number, baselineDir?: string, log?: (line: string) => void}} plan
+ *   `burst` may list several burst sizes; `window` (one for all) defaults to `windowFor(burst)`.
  */
 export async function runMatrix(plan) {
-  const { variants, clients, payloads, reps, deliveries, window = 8, burst = 4, minMessages = 10, minPhaseMs = 0, budgetMs = Infinity, maxOtherLoad = 0.2, retries = 2, client = 'lean', clientProcesses = 1, log = () => {} } = plan;
+  const { variants, clients, payloads, reps, deliveries, window, burst = 4, minMessages = 10, minPhaseMs = 0, budgetMs = Infinity, maxOtherLoad = 0.2, retries = 2, client = 'lean', clientProcesses = 1, baselineDir, log = () => {} } = plan;
+  const bursts = Array.isArray(burst) ? burst : [burst];
+  const windows = Object.fromEntries(bursts.map((b) => [b, windowFor(b, window)]));
   const started = performance.now();
   const skipped = [];
   const unavailable = new Map();
-  /** @type {Map<string, any[]>} attempts per variant|N|rep, in order */
+  /** @type {Map<string, any[]>} attempts per variant|burst|N|rep, in order */
   const attempts = new Map();
   let sessionMs = 0;
   let count = 0;
   let rerun = 0;
   const fits = () => count === 0 || performance.now() - started + sessionMs / count <= budgetMs;
 
-  const run = async (variant, n, rep, retry) => {
+  const run = async (variant, b, n, rep, retry) => {
     const messages = Math.max(minMessages, Math.round(deliveries / n));
     const warmupMessages = Math.max(3, Math.round(messages / 5));
     // A fast variant's phase goes on until it has run minPhaseMs, up to 20x the broadcasts.
     const timed = { minMs: minPhaseMs, maxMessages: messages * 20 };
     const t0 = performance.now();
-    const session = await runSession({ variant, clients: n, window, burst, client, clientProcesses, phases: payloads.map((payloadBytes) => ({ payloadBytes, messages, warmupMessages, ...timed })), log });
+    const session = await runSession({ variant, clients: n, window: windows[b], burst: b, client, clientProcesses, baselineDir, phases: payloads.map((payloadBytes) => ({ payloadBytes, messages, warmupMessages, ...timed })), log });
     sessionMs += performance.now() - t0;
     count += 1;
     session.rep = rep;
@@ -284,22 +301,24 @@ export async function runMatrix(plan) {
       log(`  ${variant}: not available: ${session.error}`);
       return;
     }
-    const key = `${variant}|${n}|${rep}`;
+    const key = `${variant}|${b}|${n}|${rep}`;
     attempts.set(key, [...(attempts.get(key) ?? []), session]);
     const flag = session.disturbance > maxOtherLoad ? ` [disturbed: ${session.error ? 'failed' : `${Math.round(session.disturbance * 100)} % other load`}]` : '';
-    log(`${describeSession(session, rep, performance.now() - t0)}${retry ? ' (re-run)' : ''}${flag}`);
+    log(`${describeSession(session, rep, performance.now() - t0, bursts.length > 1)}${retry ? ' (re-run)' : ''}${flag}`);
   };
 
   for (let rep = 0; rep < reps; rep++) {
-    for (const n of clients) {
-      const order = variants.map((_, i) => variants[(i + rep) % variants.length]);
-      for (const variant of order) {
-        if (unavailable.has(variant)) continue;
-        if (!fits()) {
-          skipped.push({ variant, clients: n, rep });
-          continue;
+    for (const b of bursts) {
+      for (const n of clients) {
+        const order = variants.map((_, i) => variants[(i + rep) % variants.length]);
+        for (const variant of order) {
+          if (unavailable.has(variant)) continue;
+          if (!fits()) {
+            skipped.push({ variant, clients: n, burst: b, rep });
+            continue;
+          }
+          await run(variant, b, n, rep, false);
         }
-        await run(variant, n, rep, false);
       }
     }
   }
@@ -308,9 +327,9 @@ export async function runMatrix(plan) {
     const todo = [...attempts].filter(([, list]) => best(list).disturbance > maxOtherLoad && list.length <= round + 1);
     for (const [key] of todo) {
       if (!fits()) break;
-      const [variant, n, rep] = key.split('|');
+      const [variant, b, n, rep] = key.split('|');
       rerun += 1;
-      await run(variant, Number(n), Number(rep), true);
+      await run(variant, Number(b), Number(n), Number(rep), true);
     }
   }
   const sessions = [...attempts.values()].map(best);
@@ -319,8 +338,9 @@ export async function runMatrix(plan) {
     skipped,
     unavailable: Object.fromEntries(unavailable),
     elapsedMs: performance.now() - started,
-    window,
-    burst,
+    // one burst size: as before, numbers; several: lists, with the window of each
+    window: bursts.length === 1 ? windows[bursts[0]] : bursts.map((b) => windows[b]),
+    burst: bursts.length === 1 ? bursts[0] : bursts,
     minPhaseMs,
     client,
     clientProcesses,
@@ -336,8 +356,8 @@ function disturbance(session) {
   return Math.max(0, ...session.phases.map((p) => (Number.isFinite(p.otherCpuShare) ? p.otherCpuShare : 0)));
 }
 
-function describeSession(s, rep, ms) {
-  const head = `  rep ${rep + 1} ${s.variant.padEnd(15)} N=${String(s.clients).padEnd(5)} (${(ms / 1000).toFixed(1)} s)`;
+function describeSession(s, rep, ms, showBurst = false) {
+  const head = `  rep ${rep + 1} ${s.variant.padEnd(showBurst ? 20 : 15)}${showBurst ? ` burst ${String(s.burst).padEnd(2)}` : ''} N=${String(s.clients).padEnd(5)} (${(ms / 1000).toFixed(1)} s)`;
   if (s.error && s.phases.length === 0) return `${head} FAILED: ${s.error}`;
   const parts = s.phases.map(
     (p) => `${p.payloadBytes} B: ${Math.round(p.deliveriesPerSec).toLocaleString('en-US')}/s p99 ${p.p99Ms.toFixed(1)} ms cpu ${p.serverCpuUsPerDelivery.toFixed(1)} µs${p.delivered === p.expected ? '' : ` (${p.delivered}/${p.expected} delivered)`}`,
@@ -346,15 +366,15 @@ function describeSession(s, rep, ms) {
 }
 
 /**
- * Groups repetitions into cells (variant x clients x payload) with median and min..max.
+ * Groups repetitions into cells (variant x burst x clients x payload) with median and min..max.
  * @param {any[]} sessions
  */
 export function aggregate(sessions) {
   const cells = new Map();
   for (const s of sessions) {
     for (const p of s.phases) {
-      const key = `${s.variant}|${s.clients}|${p.payloadBytes}`;
-      const cell = cells.get(key) ?? { variant: s.variant, clients: s.clients, payloadBytes: p.payloadBytes, runs: [] };
+      const key = `${s.variant}|${s.burst}|${s.clients}|${p.payloadBytes}`;
+      const cell = cells.get(key) ?? { variant: s.variant, burst: s.burst, clients: s.clients, payloadBytes: p.payloadBytes, runs: [] };
       cell.runs.push({ ...p, rep: s.rep });
       cells.set(key, cell);
     }
@@ -381,7 +401,7 @@ export function aggregate(sessions) {
  *   seconds?: number, window?: number, client?: 'lean' | 'library', deadline?: number, log?: (line: string) => void}} plan
  */
 export async function runLatency(plan) {
-  const { variants, clients, payloads, reps, rateOf, seconds = 3, window = 16, client = 'lean', deadline = Infinity, log = () => {} } = plan;
+  const { variants, clients, payloads, reps, rateOf, seconds = 3, window = 16, client = 'lean', deadline = Infinity, baselineDir, log = () => {} } = plan;
   const started = performance.now();
   const sessions = [];
   const skipped = [];
@@ -399,7 +419,7 @@ export async function runLatency(plan) {
           continue;
         }
         const t0 = performance.now();
-        const session = await runSession({ variant, clients: n, window, client, phases, log });
+        const session = await runSession({ variant, clients: n, window, client, phases, baselineDir, log });
         session.rep = rep;
         sessions.push(session);
         const parts = session.phases.map((p) => `${p.payloadBytes} B at ${Math.round(p.offeredPerSec)}/s: p50 ${p.p50Ms.toFixed(1)} p99 ${p.p99Ms.toFixed(1)} ms cpu ${p.serverCpuUsPerDelivery.toFixed(1)} µs${p.capped ? ' (capped)' : ''}`);
@@ -414,10 +434,10 @@ export async function runLatency(plan) {
 /**
  * Idle connections at scale: per variant, GC'd memory before and after `clients` connections
  * (spread over two client processes and four loopback addresses), then one broadcast to all.
- * @param {{variants: string[], clients: number, clientProcesses?: number, payloadBytes?: number, client?: 'lean' | 'library', log?: (line: string) => void}} plan
+ * @param {{variants: string[], clients: number, clientProcesses?: number, payloadBytes?: number, client?: 'lean' | 'library', baselineDir?: string, log?: (line: string) => void}} plan
  */
 export async function runScale(plan) {
-  const { variants, clients, clientProcesses = 2, payloadBytes = 256, client = 'lean', log = () => {} } = plan;
+  const { variants, clients, clientProcesses = 2, payloadBytes = 256, client = 'lean', baselineDir, log = () => {} } = plan;
   const started = performance.now();
   const results = [];
   const unavailable = {};
@@ -429,6 +449,7 @@ export async function runScale(plan) {
       clientProcesses,
       client,
       measureMemory: true,
+      baselineDir,
       window: 1,
       phases: [{ payloadBytes, messages: 1 }],
       connectTimeoutMs: 300_000,
@@ -443,7 +464,7 @@ export async function runScale(plan) {
     const p = s.phases[0];
     const m = s.memory;
     log(
-      `  ${variant.padEnd(15)} ${clients} idle connections in ${(s.connectMs / 1000).toFixed(1)} s` +
+      `  ${variant.padEnd(20)} ${clients} idle connections in ${(s.connectMs / 1000).toFixed(1)} s` +
         (m ? `, ${(m.rssPerConnection / 1024).toFixed(1)} KiB RSS and ${(m.heapPerConnection / 1024).toFixed(1)} KiB heap per connection` : '') +
         (p ? `, broadcast reached ${p.delivered}/${p.expected} in ${p.durationMs.toFixed(0)} ms` : '') +
         (s.error ? ` FAILED: ${s.error}` : '') +

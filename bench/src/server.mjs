@@ -1,6 +1,6 @@
 // The server process: one variant on 127.0.0.1, driven by the orchestrator over IPC.
 //
-//   -> { cmd: 'init', variant }                 <- { type: 'listening', port }
+//   -> { cmd: 'init', variant, baselineDir? }   <- { type: 'listening', port }
 //   -> { cmd: 'await-connections', n, timeoutMs } <- { type: 'ready', connections }
 //   -> { cmd: 'memory' }                        <- { type: 'memory', rss, heapUsed, ... } (after GC)
 //   -> { cmd: 'phase', id, messages, window, burst, minMs?, maxMessages?, payloadBytes, rate? }
@@ -9,7 +9,7 @@
 //   -> { cmd: 'close' }                         (exits at once: the kernel closes the sockets)
 import { createServer } from 'node:http';
 import { clock, makeMessage, payloadTemplate } from './common.mjs';
-import { Unavailable, VARIANTS } from './variants.mjs';
+import { Unavailable, resolveVariant } from './variants.mjs';
 
 /** @type {any} */
 let instance;
@@ -34,7 +34,7 @@ process.on('message', (msg) => {
 async function handle(msg) {
   switch (msg.cmd) {
     case 'init': {
-      const variant = VARIANTS[msg.variant];
+      const variant = resolveVariant(msg.variant, { baselineDir: msg.baselineDir });
       if (!variant) throw new Error(`unknown variant ${msg.variant}`);
       server = createServer((_req, res) => res.writeHead(404).end());
       instance = await variant.create(server);

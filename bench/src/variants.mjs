@@ -1,10 +1,14 @@
 // The servers under test. Every variant gets the same node:http server (127.0.0.1, port 0) and the
 // same client load; it only decides how a broadcast reaches the sockets.
 //
-// A variant is { name, label, transport, describe, create(server) } where create resolves to
+// A variant is { name, label, transport, describe, bcast?, create(server, load?) } where create
+// resolves to
 //   { connections(): number, broadcast(message): void | Promise<unknown>, close(): Promise<void> }.
-// create() throws `Unavailable` when a package it needs is missing or not built.
+// create() throws `Unavailable` when a package it needs is missing or not built. A `bcast` variant
+// imports the @bcast packages through `load(name, dir)`: this checkout's by default, or another
+// checkout's dist (`distLoader`), which is what its `<name>@before` twin does (`resolveVariant`).
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 export class Unavailable extends Error {}
@@ -18,8 +22,9 @@ const IO_OPTIONS = { transports: ['websocket'], serveClient: false, perMessageDe
 /**
  * Imports a built @bcast package: by name (bench's dependencies), else from packages/<dir>/dist
  * (for a package that is not yet a dependency of bench). Never imports TypeScript sources.
+ * @param {string} name @param {string} dir
  */
-async function loadBcast(name, dir) {
+export async function loadBcast(name, dir) {
   try {
     return await import(name);
   } catch (error) {
@@ -31,6 +36,20 @@ async function loadBcast(name, dir) {
       existsSync(source) ? `${name} is not built (run \`npx turbo run build\`)` : `${name} is not available (packages/${dir} does not exist yet)`,
     );
   }
+}
+
+/**
+ * A loader for the built packages of another checkout: `<packagesDir>/<dir>/dist/index.js`. Each
+ * package's own imports (`@bcast/core` from `@bcast/ws`) resolve through that checkout's
+ * node_modules, so the core and the adapter always come from the same checkout.
+ * @param {string} packagesDir
+ */
+export function distLoader(packagesDir) {
+  return async (name, dir) => {
+    const file = join(packagesDir, dir, 'dist', 'index.js');
+    if (!existsSync(file)) throw new Unavailable(`${name} is not built in the baseline (no packages/${dir}/dist/index.js)`);
+    return import(pathToFileURL(file).href);
+  };
 }
 
 async function wsServer(server) {
@@ -64,8 +83,8 @@ async function discardingTracerProvider() {
   return { provider, exported: () => exported };
 }
 
-async function bcastWs(server, broadcasterOptions = {}, adapterOptions = {}) {
-  const [{ Broadcaster }, { attachToServer }] = await Promise.all([loadBcast('@bcast/core', 'core'), loadBcast('@bcast/ws', 'ws')]);
+async function bcastWs(server, load, broadcasterOptions = {}, adapterOptions = {}) {
+  const [{ Broadcaster }, { attachToServer }] = await Promise.all([load('@bcast/core', 'core'), load('@bcast/ws', 'ws')]);
   const wss = await wsServer(server);
   const broadcaster = new Broadcaster(broadcasterOptions);
   const adapter = attachToServer(broadcaster, wss, adapterOptions);
@@ -80,7 +99,9 @@ async function bcastWs(server, broadcasterOptions = {}, adapterOptions = {}) {
   };
 }
 
-/** @type {Record<string, {name: string, label: string, transport: 'ws' | 'socketio', describe: string, create: (server: import('node:http').Server) => Promise<any>}>} */
+/** @typedef {(name: string, dir: string) => Promise<any>} Loader */
+/** @typedef {{name: string, label: string, transport: 'ws' | 'socketio', describe: string, bcast?: boolean, before?: boolean, create: (server: import('node:http').Server, load?: Loader) => Promise<any>}} Variant */
+/** @type {Record<string, Variant>} */
 export const VARIANTS = {
   'ws-naive': {
     name: 'ws-naive',
@@ -158,22 +179,25 @@ export const VARIANTS = {
     transport: 'ws',
     describe:
       '`broadcaster.toAll(message)` through `@bcast/ws` `attachToServer(broadcaster, wss)` with default options: the frame built once, the writes of one tick coalesced into one per socket (no SDK registered: OTel API no-op)',
-    create: (server) => bcastWs(server),
+    bcast: true,
+    create: (server, load = loadBcast) => bcastWs(server, load),
   },
   'bcast-ws-nocoalesce': {
     name: 'bcast-ws-nocoalesce',
     label: '@bcast/ws, coalesce: false',
     transport: 'ws',
     describe: 'as bcast-ws, with `attachToServer(broadcaster, wss, { coalesce: false })`: one write per message, the path to compare with raw frame-once',
-    create: (server) => bcastWs(server, {}, { coalesce: false }),
+    bcast: true,
+    create: (server, load = loadBcast) => bcastWs(server, load, {}, { coalesce: false }),
   },
   'bcast-socketio': {
     name: 'bcast-socketio',
     label: '@bcast/socket.io',
     transport: 'socketio',
     describe: '`broadcaster.toAll(message)` through `@bcast/socket.io` `attachToServer(broadcaster, io, { event: "message" })`',
-    async create(server) {
-      const [{ Broadcaster }, { attachToServer }] = await Promise.all([loadBcast('@bcast/core', 'core'), loadBcast('@bcast/socket.io', 'socket.io')]);
+    bcast: true,
+    async create(server, load = loadBcast) {
+      const [{ Broadcaster }, { attachToServer }] = await Promise.all([load('@bcast/core', 'core'), load('@bcast/socket.io', 'socket.io')]);
       const io = await ioServer(server);
       const broadcaster = new Broadcaster();
       const adapter = attachToServer(broadcaster, io, { event: 'message' });
@@ -193,8 +217,9 @@ export const VARIANTS = {
     label: '@bcast/compat on ws',
     transport: 'ws',
     describe: 'the legacy facade: `connections.connect(userId, ws)` on each raw ws connection, then `manager.broadcastToAll(message)`',
-    async create(server) {
-      const { BroadcastManager, ConnectionManager } = await loadBcast('@bcast/compat', 'compat');
+    bcast: true,
+    async create(server, load = loadBcast) {
+      const { BroadcastManager, ConnectionManager } = await load('@bcast/compat', 'compat');
       if (typeof BroadcastManager !== 'function' || typeof ConnectionManager !== 'function') {
         throw new Unavailable('@bcast/compat does not export BroadcastManager and ConnectionManager yet');
       }
@@ -219,9 +244,10 @@ export const VARIANTS = {
     transport: 'ws',
     describe:
       'as bcast-ws, with `tracerProvider`: an OpenTelemetry SDK BasicTracerProvider (always-on sampling) and a BatchSpanProcessor whose exporter discards: one `bcast.broadcast` span per broadcast',
-    async create(server) {
+    bcast: true,
+    async create(server, load = loadBcast) {
       const { provider, exported } = await discardingTracerProvider();
-      const inner = await bcastWs(server, { tracerProvider: provider });
+      const inner = await bcastWs(server, load, { tracerProvider: provider });
       return {
         ...inner,
         stats: () => ({ spansExported: exported() }),
@@ -247,3 +273,49 @@ function countConnections(connections) {
 export const DEFAULT_VARIANTS = Object.keys(VARIANTS);
 /** Variants whose idle-connection memory the scale run measures ("raw ws" is ws-frame's plain WebSocketServer). */
 export const SCALE_VARIANTS = ['ws-frame', 'bcast-ws', 'bcast-compat', 'socketio-emit', 'bcast-socketio'];
+
+// ---- before/after -----------------------------------------------------------------------------
+
+/** The suffix of a variant run on the baseline's packages (`--baseline <git-ref>`). */
+export const BEFORE = '@before';
+export const isBefore = (name) => name.endsWith(BEFORE);
+/** `bcast-ws@before` -> `bcast-ws`; other names unchanged. */
+export const baseName = (name) => (isBefore(name) ? name.slice(0, -BEFORE.length) : name);
+export const beforeName = (name) => `${baseName(name)}${BEFORE}`;
+/** Whether a variant runs on the @bcast packages, so that it has a `@before` twin. */
+export const hasBefore = (name) => VARIANTS[baseName(name)]?.bcast === true;
+
+/**
+ * A variant by name: one of VARIANTS, or the `@before` twin of a @bcast one, which is the same
+ * server code on the packages built in `baselineDir` (a checkout of the baseline commit). Without
+ * a `baselineDir` the twin exists (for names and labels) but cannot be created.
+ * @param {string} name @param {{baselineDir?: string}} [options]
+ * @returns {Variant | undefined}
+ */
+export function resolveVariant(name, { baselineDir } = {}) {
+  if (!isBefore(name)) return VARIANTS[name];
+  const base = VARIANTS[baseName(name)];
+  if (!base?.bcast) return undefined;
+  return {
+    ...base,
+    name,
+    label: `${base.label} (before)`,
+    describe: `${base.describe}, on the packages of the baseline commit`,
+    before: true,
+    async create(server) {
+      if (!baselineDir) throw new Unavailable(`${name} is not available: no baseline (run with --baseline <git-ref>)`);
+      return base.create(server, distLoader(join(baselineDir, 'packages')));
+    },
+  };
+}
+
+/**
+ * The variants of a before/after run: each @bcast variant followed by its `@before` twin, so that
+ * the two run next to each other in every repetition. A list that names a twin already is taken as
+ * it is.
+ * @param {string[]} names
+ */
+export function withBefore(names) {
+  if (names.some(isBefore)) return [...names];
+  return names.flatMap((name) => (hasBefore(name) ? [name, beforeName(name)] : [name]));
+}
