@@ -1,10 +1,25 @@
 // Construction: the only place compat throws (BCAST_INVALID_OPTION), the options it accepts (the
 // core's BroadcasterOptions, an existing broadcaster, the seed's reliability shape) and how the
 // ConnectionManager and the BroadcastManager share one Broadcaster.
-import { Broadcaster, ErrorCode, isBcastError } from '@bcast/core';
-import { afterEach, describe, expect, it } from 'vitest';
+import { Broadcaster, ErrorCode, isBcastError, type BroadcasterOptions } from '@bcast/core';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { BroadcastManager, ConnectionManager, RoomManager, type CompatOptions } from '../src/index.js';
 import { recordingLogger } from './helpers.js';
+
+// What compat hands to the core: the options each Broadcaster is constructed with (the core's
+// reliability and limits are its own business, not readable from outside).
+const given = vi.hoisted(() => new WeakMap<object, unknown>());
+vi.mock('@bcast/core', async (importOriginal) => {
+  const core = await importOriginal<typeof import('@bcast/core')>();
+  class Broadcaster extends core.Broadcaster {
+    constructor(options?: BroadcasterOptions) {
+      super(options);
+      given.set(this, options);
+    }
+  }
+  return { ...core, Broadcaster };
+});
+const optionsOf = (b: Broadcaster): BroadcasterOptions => given.get(b) as BroadcasterOptions;
 
 const quiet = { warn: () => {}, error: () => {} };
 const made: Array<{ dispose(): Promise<void> }> = [];
@@ -24,7 +39,7 @@ function invalidOption(fn: () => unknown): string {
 }
 
 const manager = (options?: CompatOptions) => track(new BroadcastManager(new ConnectionManager(), undefined, { logger: quiet, ...options }));
-const scope = (m: BroadcastManager) => m.broadcaster.reliability.configOf('any');
+const reliabilityOf = (m: BroadcastManager) => optionsOf(m.broadcaster).reliability;
 
 describe('construction', () => {
   it('works with no options, a RoomManager or null for the optional arguments', () => {
@@ -34,8 +49,8 @@ describe('construction', () => {
     expect(m.rooms).toBe(rooms);
     expect(m.broadcaster).toBe(connections.broadcaster);
     expect(track(new BroadcastManager(new ConnectionManager(), null, null)).rooms).toBeInstanceOf(RoomManager);
-    // The seed's defaults.
-    expect(scope(m)).toMatchObject({ failureThreshold: 5, recoveryTimeoutMs: 30_000, maxRetries: 3, baseDelayMs: 1_000, maxDelayMs: 10_000 });
+    // No reliability option: the core's defaults (those of the seed: 5 failures, 30 s, 3 retries from 1 s to 10 s).
+    expect(reliabilityOf(m)).toBeUndefined();
   });
 
   it.each([
@@ -64,19 +79,20 @@ describe('construction', () => {
 
 describe("the seed's reliability config (seconds) maps to the core's (milliseconds)", () => {
   const legacy = { circuit_breaker: { failure_threshold: 3, recovery_timeout: 2.5 }, retry: { max_retries: 1, base_delay: 0.1, max_delay: 0.5 } };
-  const expected = { failureThreshold: 3, recoveryTimeoutMs: 2_500, maxRetries: 1, baseDelayMs: 100, maxDelayMs: 500 };
+  const expected = { circuitBreaker: { failureThreshold: 3, recoveryTimeoutMs: 2_500 }, retry: { maxRetries: 1, baseDelayMs: 100, maxDelayMs: 500 } };
 
   it('as `reliability`', () => {
-    expect(scope(manager({ reliability: legacy }))).toMatchObject(expected);
+    expect(reliabilityOf(manager({ reliability: legacy }))).toEqual(expected);
   });
 
   it('at the top level, and partially (the rest keeps the defaults)', () => {
-    expect(scope(manager(legacy))).toMatchObject(expected);
-    expect(scope(manager({ retry: { max_retries: 0 } }))).toMatchObject({ failureThreshold: 5, maxRetries: 0, baseDelayMs: 1_000 });
+    expect(reliabilityOf(manager(legacy))).toEqual(expected);
+    expect(reliabilityOf(manager({ retry: { max_retries: 0 } }))).toEqual({ retry: { maxRetries: 0 } });
   });
 
   it("passes the core's own shape through", () => {
-    expect(scope(manager({ reliability: { circuitBreaker: { failureThreshold: 2, recoveryTimeoutMs: 10 } } }))).toMatchObject({ failureThreshold: 2, recoveryTimeoutMs: 10 });
+    const core = { circuitBreaker: { failureThreshold: 2, recoveryTimeoutMs: 10 } };
+    expect(reliabilityOf(manager({ reliability: core }))).toEqual(core);
   });
 
   it.each([
@@ -103,7 +119,7 @@ describe("the seed's reliability config (seconds) maps to the core's (millisecon
   it('warns about settings it does not know instead of failing', () => {
     const logger = recordingLogger();
     const m = manager({ logger, reliability: { circuit_breaker: { failure_threshold: 4, enabled: true } } as NonNullable<CompatOptions['reliability']> });
-    expect(scope(m).failureThreshold).toBe(4);
+    expect(reliabilityOf(m)).toEqual({ circuitBreaker: { failureThreshold: 4 } });
     expect(logger.lines.join('\n')).toMatch(/ignoring unknown setting\(s\) enabled/);
   });
 });
@@ -112,14 +128,26 @@ describe('one Broadcaster per ConnectionManager', () => {
   it('the BroadcastManager options configure the Broadcaster of a fresh ConnectionManager', () => {
     const connections = new ConnectionManager();
     const m = track(new BroadcastManager(connections, undefined, { maxMessageBytes: 100, logger: quiet }));
-    expect(connections.broadcaster.limits.maxMessageBytes).toBe(100);
+    expect(optionsOf(connections.broadcaster)).toMatchObject({ maxMessageBytes: 100 });
     expect(m.broadcaster).toBe(connections.broadcaster);
+  });
+
+  it('the options reach the Broadcaster: a limit given to the BroadcastManager is enforced', async () => {
+    const connections = new ConnectionManager();
+    const m = track(new BroadcastManager(connections, undefined, { maxMessageBytes: 100, logger: quiet }));
+    const socket = { readyState: 1, send: vi.fn() };
+    connections.connect('u', socket);
+    expect(await m.broadcastToAll('x'.repeat(100))).toMatchObject({ successful: 1 });
+    expect(await m.broadcastToAll('x'.repeat(101))).toMatchObject({ successful: 0, failed: 1, error: ErrorCode.MessageTooLarge });
+    expect(socket.send).toHaveBeenCalledTimes(1);
   });
 
   it('or the ConnectionManager options; then both cannot configure it', () => {
     const connections = track(new ConnectionManager({ maxMessageBytes: 100, logger: quiet }));
     expect(invalidOption(() => new BroadcastManager(connections, undefined, { maxMessageBytes: 200 }))).toMatch(/was given its own Broadcaster options/);
-    expect(track(new BroadcastManager(connections, undefined, { errorMode: 'reject' })).broadcaster.limits.maxMessageBytes).toBe(100);
+    const m = track(new BroadcastManager(connections, undefined, { errorMode: 'reject' }));
+    expect(m.broadcaster).toBe(connections.broadcaster);
+    expect(optionsOf(m.broadcaster)).toMatchObject({ maxMessageBytes: 100 });
   });
 
   it('a Broadcaster already started cannot be reconfigured (an adapter may hold it already)', () => {
