@@ -1,5 +1,5 @@
-import { CloseCode, type Broadcaster, type ConnectionHandle } from '@bcast/core';
-import { encodeMessage, newConnectionId, type Connection, type EncodedMessage } from '@bcast/core/adapter';
+import { CloseCode, type Broadcaster } from '@bcast/core';
+import { encodeMessage, newConnectionId, type Connection, type ConnectionHandle, type EncodedMessage } from '@bcast/core/adapter';
 import { acceptSocket, closeCodeOf, socketIoConnection } from '@bcast/socket.io';
 import { acceptWebSocket } from '@bcast/ws';
 import type { SocketIoOptions } from './options.js';

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { Broadcaster, CloseCode, ErrorCode, MemoryBus, isBcastError, type BroadcasterOptions, type BroadcastResult } from './index.js';
+import { MemoryBus } from './backplane.js';
+import { Broadcaster, CloseCode, ErrorCode, isBcastError, type BroadcasterOptions, type BroadcastResult } from './index.js';
 import { FakeConnection, quietLogger } from './test-utils/fakeConnection.js';
 
 const made: Broadcaster[] = [];
@@ -168,7 +169,7 @@ describe('failures and cleanup', () => {
       expect(slow.terminated).toBe(false);
       await vi.advanceTimersByTimeAsync(1_000);
       expect(slow.terminated).toBe(true);
-      expect(s.b.monitor.getStats().disconnects).toEqual({ '1013:slow_consumer': 1 });
+      expect(s.b.getStats().monitor.disconnects).toEqual({ '1013:slow_consumer': 1 });
       expect((await s.b.toAll('m2')).delivered).toBe(1);
     } finally {
       vi.useRealTimers();
@@ -186,7 +187,7 @@ describe('failures and cleanup', () => {
     const n = await s.b.toAll('important');
     expect(n).toMatchObject({ delivered: 2, dropped: 0 });
     expect(behind.received).toEqual(['important']);
-    expect(s.b.monitor.getStats().dropped).toEqual({ backpressure: 1 });
+    expect(s.b.getStats().monitor.dropped).toEqual({ backpressure: 1 });
   });
 
   it('a throwing onConnect/onDisconnect hook is logged and never breaks anything', async () => {
@@ -239,8 +240,8 @@ describe('bad input is rejected before anything is sent', () => {
     const s = setup();
     s.add('a');
     await s.b.toAll(undefined).catch(() => {});
-    expect(s.b.monitor.getStats().operations.all).toMatchObject({ count: 1, rejected: 1 });
-    expect(s.b.monitor.getStats().errorsByCategory.caller).toBe(1);
+    expect(s.b.getStats().monitor.operations.all).toMatchObject({ count: 1, rejected: 1 });
+    expect(s.b.getStats().monitor.errorsByCategory.caller).toBe(1);
   });
 
   it('invalid options are a typed error at construction', () => {
@@ -293,7 +294,7 @@ describe('heartbeat', () => {
       expect(b.rooms.has('room')).toBe(false);
       expect(b.connections.has('noping')).toBe(true);
       expect(alive.pings).toBe(2);
-      expect(b.monitor.getStats().disconnects).toEqual({ '1001:no_pong': 1 });
+      expect(b.getStats().monitor.disconnects).toEqual({ '1001:no_pong': 1 });
     } finally {
       vi.useRealTimers();
     }
@@ -339,7 +340,7 @@ describe('inbound protocol', () => {
     expect(t.b.rooms.size).toBe(0);
     expect(await t.say('{"type":"ping","requestId":2}')).toEqual({ type: 'pong', requestId: 2 });
     expect(t.c.isOpen).toBe(true);
-    expect(t.b.monitor.getStats().inboundRejected).toEqual({ BAD_JSON: 1, UNKNOWN_TYPE: 1, INVALID_ROOM: 3 });
+    expect(t.b.getStats().monitor.inboundRejected).toEqual({ BAD_JSON: 1, UNKNOWN_TYPE: 1, INVALID_ROOM: 3 });
   });
 
   it('caps rooms per connection', async () => {
@@ -402,7 +403,7 @@ describe('stats, health and dispose', () => {
   it('health is healthy, degraded on an open circuit with the reason, unhealthy after dispose', async () => {
     const s = setup();
     expect(s.b.getHealthStatus()).toMatchObject({ status: 'healthy', reasons: [] });
-    const release = s.b.reliability.isolate('backplane');
+    const release = s.b.isolate('backplane');
     const h = s.b.getHealthStatus();
     expect(h.status).toBe('degraded');
     expect(h.reasons.join()).toMatch(/circuit "backplane" is isolated/);
@@ -455,7 +456,7 @@ describe('backplane (in-memory bus)', () => {
     expect(a.messages).toEqual([{ seq: 1 }, { seq: 2 }]);
     expect(b.messages).toEqual([{ seq: 1 }, { seq: 2 }, { seq: 3 }]);
     expect(c.messages).toEqual([{ seq: 3 }]);
-    expect(n2.b.monitor.getStats().backplane.received).toBe(2);
+    expect(n2.b.getStats().monitor.backplane.received).toBe(2);
   });
 
   it('a failing backplane never breaks local delivery; the failure is counted and the circuit opens', async () => {
@@ -476,7 +477,7 @@ describe('backplane (in-memory bus)', () => {
       expect(results.map((r) => r.delivered)).toEqual([1, 1, 1, 1]);
       expect(results.map((r) => r.backplane)).toEqual(['failed', 'failed', 'failed', 'failed']);
       expect(results.map((r) => r.backplaneError)).toEqual(['BCAST_BACKPLANE_UNAVAILABLE', 'BCAST_BACKPLANE_UNAVAILABLE', 'BCAST_CIRCUIT_OPEN', 'BCAST_CIRCUIT_OPEN']);
-      expect(s.b.monitor.getStats().dropped).toEqual({ publish_error: 2, circuit_open: 2 });
+      expect(s.b.getStats().monitor.dropped).toEqual({ publish_error: 2, circuit_open: 2 });
       const health = s.b.getHealthStatus();
       expect(health.status).toBe('degraded');
       expect(health.reasons.join()).toMatch(/circuit "backplane" is open/);
@@ -486,7 +487,7 @@ describe('backplane (in-memory bus)', () => {
     expect(unhandled).toEqual([]);
   });
 
-  it('drops garbage, unknown versions and its own envelopes, counting them', async () => {
+  it('drops garbage and unknown versions, counting them by reason, and ignores its own envelopes', async () => {
     let handler: ((e: never) => void) | undefined;
     const bp = {
       nodeId: 'me',
@@ -503,7 +504,8 @@ describe('backplane (in-memory bus)', () => {
     const good = { v: 1, id: 'm1', nodeId: 'other', op: 'all', enc: 'text', payload: 'hello', ts: 0 };
     for (const e of ['garbage', null, { ...good, v: 99 }, { ...good, op: 'nuke' }, { ...good, nodeId: 'me' }, good]) handler?.(e as never);
     await vi.waitFor(() => expect(c.received).toEqual(['hello']));
-    expect(s.b.monitor.getStats().backplane).toMatchObject({ discarded: 5, received: 1 });
+    expect(s.b.getStats().monitor.backplane).toMatchObject({ discarded: 4, received: 1, dropped: { invalid: 4 } });
+    expect(s.b.getStats().backplaneDropped).toEqual({ invalid: 4 });
   });
 });
 

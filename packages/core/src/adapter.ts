@@ -1,4 +1,11 @@
 // @bcast/core/adapter: what a transport adapter is built from. Applications import '@bcast/core'.
 export type { Connection } from './connection/Connection.js';
+export type { FanOutObserver } from './connection/FanOutObserver.js';
 export { EncodedMessage, encodeMessage } from './connection/EncodedMessage.js';
+export type { ConnectionHandle } from './lifecycle/ConnectionLifecycle.js';
 export { newConnectionId, resolveIdentity, isOriginAllowed, withDeadline, type AuthResult, type Identity, type OriginPolicy } from './adapter/identity.js';
+export { anonymous, createVerifier, type AdapterOptions, type Attachment, type Refusal, type Verdict, type Verifier } from './adapter/verify.js';
+export { ConnectionTracker, type SocketControl } from './adapter/drain.js';
+export { deliverInbound } from './adapter/inbound.js';
+export { refuseUpgrade } from './adapter/http.js';
+export { MAX_HELD_BYTES, WriteCoalescer, coalescerFor, type CorkableStream } from './adapter/WriteCoalescer.js';

@@ -73,7 +73,7 @@ describe('createBcastRouter', () => {
   it('GET /health stays 200 when degraded and is 503 when unhealthy', async () => {
     const b = broadcaster();
     const base = await app(b);
-    const release = b.reliability.isolate('backplane');
+    const release = b.isolate('backplane');
     const degraded = await fetch(`${base}/health`);
     expect(degraded.status).toBe(200);
     expect(((await degraded.json()) as { status: string }).status).toBe('degraded');

@@ -1,4 +1,5 @@
-import { BcastError, ErrorCode, corkForTick, inBurst, isHeldForTick, releaseIfFull, type Connection, type CorkableStream, type EncodedMessage } from '@bcast/core';
+import { BcastError, ErrorCode } from '@bcast/core';
+import type { Connection, CorkableStream, EncodedMessage, WriteCoalescer } from '@bcast/core/adapter';
 import type { Namespace, Socket } from 'socket.io';
 
 // The Connection port over a socket.io Socket, and the once-per-broadcast packet it writes.
@@ -10,6 +11,8 @@ export interface SocketIoConnectionInit {
   userId?: string | undefined;
   data?: unknown;
   /** Event broadcasts are emitted on. @default "message" */ event?: string;
+  /** Holds the writes of a burst of broadcasts until the end of the tick; undefined: one write per message. */
+  coalescer?: WriteCoalescer | undefined;
 }
 
 /** The ws WebSocket under engine.io's websocket transport, and the ws internals the direct write reads. */
@@ -18,7 +21,7 @@ interface EngineWs {
   bufferedAmount?: unknown;
   terminate?: () => void;
   readonly _sender?: { readonly _state?: unknown; readonly _queue?: unknown } | null;
-  readonly _socket?: Partial<CorkableStream> & { write?: unknown; readonly writableEnded?: boolean };
+  readonly _socket?: Partial<CorkableStream> & { readonly writableEnded?: boolean };
 }
 
 export /** The engine.io / socket.io internals used here, all feature-checked (see docs/decisions-socketio.md). */
@@ -82,7 +85,7 @@ const SENDER_IDLE = 0;
  * order of everything engine.io wrote before, and lets the frames of one tick leave in one
  * syscall (`corkForTick`). Otherwise undefined: the packet goes through engine.io.
  */
-function directStream(conn: EngineConn): (CorkableStream & { write: unknown }) | undefined {
+function directStream(conn: EngineConn, coalescer: WriteCoalescer | undefined): CorkableStream | undefined {
   const transport = conn.transport;
   if (conn.readyState !== 'open' || transport?.name !== 'websocket' || transport.writable !== true || transport.perMessageDeflate) return undefined;
   if ((conn.writeBuffer?.length ?? 1) !== 0) return undefined;
@@ -93,8 +96,8 @@ function directStream(conn: EngineConn): (CorkableStream & { write: unknown }) |
   if (stream === undefined || typeof stream.write !== 'function' || typeof stream.cork !== 'function' || typeof stream.uncork !== 'function') return undefined;
   if (typeof stream.destroy !== 'function' || stream.destroyed === true || stream.writableEnded === true) return undefined;
   // Bytes the kernel has not taken yet (a slow reader): let engine.io queue, as it always does.
-  if ((stream.writableLength ?? 0) > 0 && !isHeldForTick(stream as CorkableStream)) return undefined;
-  return stream as CorkableStream & { write: unknown };
+  if ((stream.writableLength ?? 0) > 0 && coalescer?.isHeld(stream as CorkableStream) !== true) return undefined;
+  return stream as CorkableStream;
 }
 
 export function terminateConn(conn: EngineConn): void {
@@ -114,6 +117,7 @@ class SocketIoConnection implements Connection {
   /** With connection state recovery, socket.emit stores packets for replay: keep that path. */
   readonly #preEncoded: boolean;
   readonly #build: (message: EncodedMessage) => Prepared;
+  readonly #coalescer: WriteCoalescer | undefined;
   // engine.io's writeBuffer is uncapped (engine.io#420) and replaced on each flush: count it incrementally.
   #counted: unknown = undefined;
   #countedLength = 0;
@@ -129,6 +133,7 @@ class SocketIoConnection implements Connection {
     this.#client = socket.client as unknown as Internals;
     this.#preEncoded = typeof this.#client.writeToEngine === 'function' && !socket.nsp.server._opts.connectionStateRecovery;
     this.#build = builderFor(socket.nsp, this.#event);
+    this.#coalescer = init.coalescer;
   }
 
   get isOpen(): boolean {
@@ -155,12 +160,11 @@ class SocketIoConnection implements Connection {
     const prepared = message.prepare(this.#build, this.#build);
     (socket as unknown as Internals).notifyOutgoingListeners?.(prepared.packet);
     const frame = prepared.frame;
-    const stream = frame === undefined ? undefined : directStream(this.#conn);
+    const coalescer = this.#coalescer;
+    const stream = frame === undefined ? undefined : directStream(this.#conn, coalescer);
     if (stream === undefined || frame === undefined) return void this.#client.writeToEngine?.(prepared.packets, prepared.opts);
-    const hold = inBurst(message);
-    if (hold) corkForTick(stream);
-    (stream.write as (data: Buffer) => unknown).call(stream, frame);
-    if (hold) releaseIfFull(stream);
+    if (coalescer?.holding === true) coalescer.write(stream, frame);
+    else stream.write(frame);
   }
 
   close(): void {

@@ -1,9 +1,22 @@
-import { CloseCode, CloseReason, isOriginAllowed, resolveIdentity, withDeadline } from '@bcast/core';
-import type { AuthResult, Broadcaster, Connection, ConnectionHandle, Identity, OriginPolicy } from '@bcast/core';
+import { CloseCode, type Broadcaster } from '@bcast/core';
+import {
+  ConnectionTracker,
+  coalescerFor,
+  createVerifier,
+  deliverInbound,
+  isOriginAllowed,
+  type AdapterOptions,
+  type Attachment,
+  type Connection,
+  type ConnectionHandle,
+  type Identity,
+  type OriginPolicy,
+} from '@bcast/core/adapter';
 import type { Namespace, Server, Socket } from 'socket.io';
 import { SocketIoConnection, checkEvent, terminateConn, type EngineConn, type SocketIoConnectionInit } from './connection.js';
 
 export type { SocketIoConnectionInit } from './connection.js';
+export type { Attachment } from '@bcast/core/adapter';
 
 // Any typed-events Server / Namespace / Socket is accepted.
 type AnyServer = Server<any, any, any, any>;
@@ -13,35 +26,23 @@ type AnySocket = Socket<any, any, any, any>;
 /** What socket.io gives a connection middleware: `auth`, `headers`, `query`, `address`... */
 export type Handshake = AnySocket['handshake'];
 
-export interface SocketIoAdapterOptions {
-  /**
-   * Identity from the handshake (read `handshake.auth`, never a message body). A falsy result or a
-   * throw refuses the socket: the client gets `connect_error` "unauthorized" and nothing is registered.
-   * @default every socket is accepted without a user id
-   */
-  authenticate?: (handshake: Handshake) => AuthResult | Promise<AuthResult>;
-  /** `authenticate` must answer within this time, or the socket is refused. @default 5_000 */
-  authTimeoutMs?: number;
-  /** Origins that may connect (cross-site WebSocket hijacking guard); see attachToServer. @default undefined (any) */
-  allowedOrigins?: OriginPolicy;
-  /** Refuse handshakes without an Origin header when `allowedOrigins` is a list. @default false */
-  requireOrigin?: boolean;
+/**
+ * The options of every bcast adapter, `authenticate` reading the handshake (`handshake.auth`,
+ * never a message body); a refusal reaches the client as `connect_error` "unauthorized", a
+ * foreign origin as "origin not allowed". Plus the socket.io events used.
+ */
+export interface SocketIoAdapterOptions extends AdapterOptions<Handshake> {
   /** Event name broadcasts and protocol replies are emitted on. @default "message" */
   event?: string;
   /** Event clients send join / leave / app messages on; false to not listen. @default "message" */
   inboundEvent?: string | false;
-  /** How long dispose() lets disconnected transports flush before destroying them. @default 1_000 */
-  closeTimeoutMs?: number;
 }
 
-export interface SocketIoAttachment {
-  /** Disconnects this adapter's sockets (`disconnect(true)`), removes its middleware, hooks and listeners. */
-  dispose(): Promise<void>;
-}
+/** @deprecated the same as {@link Attachment}, the return type of every adapter. */
+export type SocketIoAttachment = Attachment;
 
 type AllowRequest = NonNullable<AnyServer['engine']['opts']['allowRequest']>;
 
-const ABNORMAL_CLOSURE = CloseCode.AbnormalClosure;
 const GOING_AWAY_REASONS = new Set(['server namespace disconnect', 'server shutting down', 'forced server close', 'transport close']);
 
 /**
@@ -50,7 +51,7 @@ const GOING_AWAY_REASONS = new Set(['server namespace disconnect', 'server shutt
  */
 export function closeCodeOf(reason: string): number {
   if (reason === 'client namespace disconnect') return CloseCode.Normal;
-  return GOING_AWAY_REASONS.has(reason) ? CloseCode.GoingAway : ABNORMAL_CLOSURE; // ping timeout, transport error...
+  return GOING_AWAY_REASONS.has(reason) ? CloseCode.GoingAway : CloseCode.AbnormalClosure; // ping timeout, transport error...
 }
 
 /**
@@ -65,15 +66,15 @@ export function socketIoConnection(socket: AnySocket, init: SocketIoConnectionIn
  * Registers a connected socket and wires its inbound event and its disconnect to the core: what
  * attachToServer does after the middleware, and what @bcast/compat does for sockets handed over.
  */
-export function acceptSocket(broadcaster: Broadcaster, socket: AnySocket, init: SocketIoConnectionInit & { inboundEvent?: string | false } = {}): ConnectionHandle {
+export function acceptSocket(
+  broadcaster: Broadcaster,
+  socket: AnySocket,
+  init: SocketIoConnectionInit & { inboundEvent?: string | false; coalesce?: boolean } = {},
+): ConnectionHandle {
   const inboundEvent = init.inboundEvent === false ? false : checkEvent(init.inboundEvent ?? 'message', 'inboundEvent');
-  const handle = broadcaster.register(socketIoConnection(socket, init));
-  if (inboundEvent !== false) {
-    socket.on(inboundEvent, (payload: unknown) => {
-      if (Buffer.isBuffer(payload)) void handle.message(payload, true);
-      else void handle.message(typeof payload === 'string' ? payload : (JSON.stringify(payload) ?? ''));
-    });
-  }
+  const coalescer = init.coalesce === false ? undefined : coalescerFor(broadcaster);
+  const handle = broadcaster.register(socketIoConnection(socket, { ...init, coalescer }));
+  if (inboundEvent !== false) socket.on(inboundEvent, (payload: unknown) => deliverInbound(handle, payload));
   // A close the core started (slow consumer, dispose...) was already unregistered with the core's
   // own code, so this is then a no-op.
   socket.once('disconnect', (reason: string) => handle.closed(closeCodeOf(reason), reason));
@@ -100,35 +101,38 @@ function installOriginCheck(server: AnyServer, policy: OriginPolicy, requireOrig
 }
 
 /** Attaches a Broadcaster to the user's socket.io Server (its main namespace) or to one Namespace. */
-export function attachToServer(broadcaster: Broadcaster, target: AnyServer | AnyNamespace, options: SocketIoAdapterOptions = {}): SocketIoAttachment {
+export function attachToServer(broadcaster: Broadcaster, target: AnyServer | AnyNamespace, options: SocketIoAdapterOptions = {}): Attachment {
   const event = checkEvent(options.event ?? 'message', 'event');
   const inboundEvent = options.inboundEvent === false ? false : checkEvent(options.inboundEvent ?? 'message', 'inboundEvent');
-  const { authenticate, allowedOrigins, requireOrigin = false, authTimeoutMs = 5_000, closeTimeoutMs = 1_000 } = options;
   const isServer = typeof (target as AnyServer).of === 'function';
   const nsp = isServer ? (target as AnyServer).sockets : (target as AnyNamespace);
+  const verify = createVerifier(options);
   const identities = new WeakMap<AnySocket, Identity>();
-  const live = new Map<AnySocket, ConnectionHandle>();
+  const tracker = new ConnectionTracker<AnySocket>({
+    close: (socket) => socket.disconnect(true),
+    terminate: (socket) => terminateConn(socket.conn as unknown as EngineConn),
+    isClosed: (socket) => socket.conn.readyState === 'closed',
+    onceClosed: (socket, listener) => void socket.conn.once('close', listener),
+  });
   let disposed = false;
 
   const middleware = (socket: AnySocket, next: (err?: Error) => void): void => {
     if (disposed) return next();
-    // Also checked here for Namespace attachments (allowRequest is per engine, not per namespace).
-    if (!isOriginAllowed(socket.handshake.headers.origin, allowedOrigins, requireOrigin)) return next(new Error('origin not allowed'));
-    withDeadline(() => (authenticate ? authenticate(socket.handshake) : {}), authTimeoutMs)
-      .then(resolveIdentity)
-      .then((identity) => {
-        if (identity) identities.set(socket, identity);
-        next(identity ? undefined : new Error('unauthorized'));
-      })
-      .catch(() => next(new Error('unauthorized')));
+    // The origin is also checked here for Namespace attachments (allowRequest is per engine, not per namespace).
+    verify(socket.handshake, socket.handshake.headers.origin).then(
+      (verdict) => {
+        if (verdict.identity) identities.set(socket, verdict.identity);
+        next(verdict.identity ? undefined : new Error(verdict.refusal.reason === 'origin' ? 'origin not allowed' : 'unauthorized'));
+      },
+      () => next(new Error('unauthorized')),
+    );
   };
 
   const onConnection = (socket: AnySocket): void => {
     const identity = identities.get(socket);
     if (!identity || disposed) return; // not through our middleware (e.g. a recovered session)
     try {
-      live.set(socket, acceptSocket(broadcaster, socket, { ...identity, event, inboundEvent }));
-      socket.once('disconnect', () => live.delete(socket));
+      tracker.add(socket, acceptSocket(broadcaster, socket, { ...identity, event, inboundEvent, ...(options.coalesce === false ? { coalesce: false } : {}) }));
     } catch {
       // a disposed broadcaster has already disconnected it
     }
@@ -136,30 +140,19 @@ export function attachToServer(broadcaster: Broadcaster, target: AnyServer | Any
 
   nsp.use(middleware);
   nsp.on('connection', onConnection);
-  const removeOriginCheck = isServer && allowedOrigins !== undefined ? installOriginCheck(target as AnyServer, allowedOrigins, requireOrigin) : undefined;
+  const removeOriginCheck = isServer && options.allowedOrigins !== undefined ? installOriginCheck(target as AnyServer, options.allowedOrigins, options.requireOrigin ?? false) : undefined;
 
   return {
     async dispose() {
       if (disposed) return;
       disposed = true;
+      verify.dispose();
       nsp.off('connection', onConnection);
       const fns = (nsp as unknown as { _fns?: unknown[] })._fns;
       if (fns?.includes(middleware)) fns.splice(fns.indexOf(middleware), 1);
       removeOriginCheck?.();
-      const open: EngineConn[] = [];
-      for (const [socket, handle] of live) {
-        handle.closed(CloseCode.GoingAway, CloseReason.ServerShutdown);
-        socket.disconnect(true); // its disconnect listener removes it from `live`
-        if (socket.conn.readyState !== 'closed') open.push(socket.conn as unknown as EngineConn);
-      }
-      const allClosed = Promise.all(open.map((c) => new Promise<void>((resolve) => c.once('close', resolve))));
-      const within = (ms: number): Promise<unknown> => {
-        let timer: NodeJS.Timeout | undefined;
-        return Promise.race([allClosed, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]).finally(() => clearTimeout(timer));
-      };
-      await within(closeTimeoutMs); // a transport with unsent packets closes once they are written...
-      for (const c of open) if (c.readyState !== 'closed') terminateConn(c); // ...or is destroyed
-      await within(closeTimeoutMs);
+      await tracker.drain(options.closeTimeoutMs ?? 1_000);
     },
   };
 }
+

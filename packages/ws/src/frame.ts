@@ -1,4 +1,5 @@
-import { BcastError, ErrorCode, corkForTick, inBurst, releaseIfFull, type Connection, type CorkableStream, type EncodedMessage } from '@bcast/core';
+import { BcastError, ErrorCode } from '@bcast/core';
+import type { Connection, CorkableStream, EncodedMessage, WriteCoalescer } from '@bcast/core/adapter';
 import type { WebSocket } from 'ws';
 
 /**
@@ -47,7 +48,7 @@ interface WsInternals {
 /** What never changes for an open socket: its Sender, its TCP socket and ws's `Sender.frame`. */
 interface Wire {
   readonly sender: SenderInternals;
-  readonly socket: TransportSocket & CorkableStream & { write(data: Buffer): unknown };
+  readonly socket: TransportSocket & CorkableStream;
   readonly frame: FrameFn;
 }
 
@@ -104,7 +105,8 @@ export class WsConnection implements Connection {
     readonly id: string,
     readonly userId: string | undefined,
     readonly data: unknown,
-    readonly coalesce = true,
+    /** Holds the writes of a burst of broadcasts until the end of the tick; undefined: one write per message. */
+    readonly coalescer: WriteCoalescer | undefined,
   ) {}
 
   get isOpen(): boolean {
@@ -116,9 +118,9 @@ export class WsConnection implements Connection {
   }
 
   /**
-   * Writes one message: the frame built once per broadcast when possible, else `ws.send`. With
-   * `coalesce`, the socket is corked until the end of the tick (core's `corkForTick`), so every
-   * message the tick writes to it leaves in one syscall. Throws BCAST_CONNECTION_CLOSED when the
+   * Writes one message: the frame built once per broadcast when possible, else `ws.send`. With a
+   * coalescer, the frames of a burst of broadcasts leave the socket in one syscall at the end of
+   * the tick (the first broadcast of a tick is written at once). Throws BCAST_CONNECTION_CLOSED when the
    * socket is not open (ws itself would drop the message silently). Allocates nothing per
    * recipient on the fast path, and touches only the ws, its Sender and its TCP socket's state.
    */
@@ -135,13 +137,9 @@ export class WsConnection implements Connection {
     if (socket.writable !== true) throw transportClosed();
     if (!senderIdle(wire.sender)) return ws.send(message.bytes, { binary: message.binary });
     const frame = message.prepare(wire.frame, buildFrame);
-    if (this.coalesce && inBurst(message)) {
-      corkForTick(socket);
-      socket.write(frame);
-      releaseIfFull(socket);
-    } else {
-      socket.write(frame);
-    }
+    const coalescer = this.coalescer;
+    if (coalescer?.holding === true) coalescer.write(socket, frame);
+    else socket.write(frame);
   }
 
   close(code: number, reason: string): void {

@@ -1,43 +1,32 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { BcastError, CloseCode, CloseReason, ErrorCode, newConnectionId, type AuthResult, type Broadcaster } from '@bcast/core';
-import type { Connection, ConnectionHandle, Identity, OriginPolicy } from '@bcast/core';
+import { BcastError, CloseCode, CloseReason, ErrorCode, type Broadcaster } from '@bcast/core';
+import {
+  ConnectionTracker,
+  anonymous,
+  coalescerFor,
+  createVerifier,
+  deliverInbound,
+  newConnectionId,
+  refuseUpgrade,
+  type AdapterOptions,
+  type Attachment,
+  type Connection,
+  type ConnectionHandle,
+  type Identity,
+} from '@bcast/core/adapter';
 import type { WebSocket, WebSocketServer } from 'ws';
 import { WsConnection } from './frame.js';
-import { anonymous, createVerifier, refuse } from './handshake.js';
 
-export interface WsAdapterOptions {
-  /**
-   * Identity of an upgrade request, decided before the connection is accepted: a user id, an
-   * identity object, or false to refuse (HTTP 401). A throw is a refusal (401); no answer within
-   * `authTimeoutMs` is HTTP 503. Without it every connection is accepted, anonymous.
-   */
-  authenticate?: (request: IncomingMessage) => AuthResult | Promise<AuthResult>;
-  /** Deadline of `authenticate`. @default 5_000 */
-  authTimeoutMs?: number;
-  /** Origins that may connect (checked before `authenticate`); a mismatch is HTTP 403. @default undefined (any) */
-  allowedOrigins?: OriginPolicy;
-  /** Refuse requests without an Origin header when `allowedOrigins` is a list. @default false */
-  requireOrigin?: boolean;
-  /** How long `dispose()` waits for clients to answer its 1001 close before terminating them. @default 1_000 */
-  closeTimeoutMs?: number;
-  /**
-   * Coalesce bursts: a lone broadcast is written at once, and so is the first broadcast of every
-   * tick; from the second broadcast of a tick on, writes are held and leave each socket in one
-   * syscall at the end of the tick. Destroying a socket (`ws.terminate()`) in that tick first lets
-   * out what it holds, and a socket holding 64 KiB goes out at once. `false`: one write per
-   * message. @default true
-   */
-  coalesce?: boolean;
-}
+/** The options of every bcast adapter, `authenticate` reading the upgrade request. */
+export type WsAdapterOptions = AdapterOptions<IncomingMessage>;
 
-/** What an attach function returns. */
-export interface WsAdapter {
-  /** Closes this adapter's clients with 1001, removes its listeners; resolves when they are closed. */
-  dispose(): Promise<void>;
-}
+/** @deprecated the same as {@link Attachment}, the return type of every adapter. */
+export type WsAdapter = Attachment;
 
-export interface UpgradeHandler extends WsAdapter {
+export type { Attachment } from '@bcast/core/adapter';
+
+export interface UpgradeHandler extends Attachment {
   /** Checks origin and credentials, then hands the request to `wss.handleUpgrade` and registers the socket. */
   handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer, wss: WebSocketServer): Promise<void>;
 }
@@ -57,10 +46,17 @@ export const recommendedServerOptions = Object.freeze({
 const CLOSED = 3;
 /** Sockets already registered by this package, so that a second listener never registers them again. */
 const accepted = new WeakSet<WebSocket>();
+const handles = new WeakMap<WebSocket, ConnectionHandle>();
 
-/** The core's Connection port over a ws WebSocket (a class: one small object, fast property access). */
-export function wsConnection(ws: WebSocket, init: { id?: string; userId?: string | undefined; data?: unknown; coalesce?: boolean } = {}): Connection {
-  return new WsConnection(ws, init.id ?? newConnectionId(), init.userId, init.data, init.coalesce !== false);
+/**
+ * The core's Connection port over a ws WebSocket. `coalesceFor`: the broadcaster whose bursts of
+ * broadcasts this connection coalesces (`acceptWebSocket` sets it unless `coalesce: false`).
+ */
+export function wsConnection(
+  ws: WebSocket,
+  init: { id?: string; userId?: string | undefined; data?: unknown; coalesceFor?: Broadcaster; /** @deprecated coalescing needs `coalesceFor` */ coalesce?: boolean } = {},
+): Connection {
+  return new WsConnection(ws, init.id ?? newConnectionId(), init.userId, init.data, init.coalesceFor && coalescerFor(init.coalesceFor));
 }
 
 /**
@@ -71,7 +67,8 @@ export function acceptWebSocket(broadcaster: Broadcaster, ws: WebSocket, identit
   // ws emits 'error' for a bad inbound frame (1002, 1007, 1009...) and then 'close'; without a
   // listener the error would crash the process.
   ws.on('error', noop);
-  const handle = broadcaster.register(wsConnection(ws, { userId: identity.userId, data: identity.data, coalesce: options.coalesce !== false }));
+  const coalesceFor = options.coalesce === false ? undefined : broadcaster;
+  const handle = broadcaster.register(wsConnection(ws, { userId: identity.userId, data: identity.data, ...(coalesceFor ? { coalesceFor } : {}) }));
   accepted.add(ws);
   handles.set(ws, handle);
   // Shared listeners (ws calls them with `this` = the socket): no closures per connection.
@@ -82,11 +79,9 @@ export function acceptWebSocket(broadcaster: Broadcaster, ws: WebSocket, identit
   return handle;
 }
 
-const handles = new WeakMap<WebSocket, ConnectionHandle>();
-
 function onMessage(this: WebSocket, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
-  const bytes = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
-  handles.get(this)?.message(bytes, isBinary).catch(noop);
+  const handle = handles.get(this);
+  if (handle) deliverInbound(handle, data, isBinary);
 }
 
 function onPong(this: WebSocket): void {
@@ -106,19 +101,19 @@ function onClose(this: WebSocket, code: number, reason: Buffer): void {
  * already has a `verifyClient` is refused when `authenticate` or an origin policy is given; use
  * {@link createUpgradeHandler} with `noServer: true` for full control of the upgrade.
  */
-export function attachToServer(broadcaster: Broadcaster, wss: WebSocketServer, options: WsAdapterOptions = {}): WsAdapter {
+export function attachToServer(broadcaster: Broadcaster, wss: WebSocketServer, options: WsAdapterOptions = {}): Attachment {
   const verify = createVerifier(options);
-  const tracker = createTracker(broadcaster, options.closeTimeoutMs ?? 1_000, options.coalesce !== false);
+  const tracker = trackerFor(broadcaster, options);
   const identities = new WeakMap<IncomingMessage, Identity>();
   const wssOptions = wss.options as { verifyClient?: unknown };
   const checks = options.authenticate !== undefined || options.allowedOrigins !== undefined || options.requireOrigin === true;
   let verifyClient: ((info: { req: IncomingMessage }, done: (ok: boolean, status?: number) => void) => void) | undefined;
   if (wssOptions.verifyClient == null) {
     verifyClient = (info, done) => {
-      verify(info.req).then(
+      verify(info.req, info.req.headers.origin).then(
         (verdict) => {
           if (verdict.identity) identities.set(info.req, verdict.identity);
-          done(verdict.identity !== undefined, verdict.status);
+          done(verdict.identity !== undefined, verdict.refusal?.status);
         },
         () => done(false, 500),
       );
@@ -143,7 +138,7 @@ export function attachToServer(broadcaster: Broadcaster, wss: WebSocketServer, o
       verify.dispose();
       wss.off('connection', onConnection);
       if (verifyClient && wssOptions.verifyClient === verifyClient) wssOptions.verifyClient = null;
-      await tracker.closeAll();
+      await tracker.drain();
     },
   };
 }
@@ -155,17 +150,17 @@ export function attachToServer(broadcaster: Broadcaster, wss: WebSocketServer, o
  */
 export function createUpgradeHandler(broadcaster: Broadcaster, options: WsAdapterOptions = {}): UpgradeHandler {
   const verify = createVerifier(options);
-  const tracker = createTracker(broadcaster, options.closeTimeoutMs ?? 1_000, options.coalesce !== false);
+  const tracker = trackerFor(broadcaster, options);
   const pending = new Set<Duplex>();
   return {
     async handleUpgrade(request, socket, head, wss) {
       const onError = (): void => void socket.destroy();
       socket.on('error', onError);
       pending.add(socket);
-      const verdict = await verify(request).catch(() => ({ identity: undefined, status: 500 }));
+      const verdict = await verify(request, request.headers.origin).catch(() => undefined);
       pending.delete(socket);
+      if (verdict?.identity === undefined) return refuseUpgrade(socket, verdict?.refusal.status ?? 500);
       const identity = verdict.identity;
-      if (identity === undefined) return refuse(socket, verdict.status);
       socket.off('error', onError);
       if (socket.destroyed) return;
       wss.handleUpgrade(request, socket, head, (ws) => {
@@ -176,50 +171,31 @@ export function createUpgradeHandler(broadcaster: Broadcaster, options: WsAdapte
       verify.dispose();
       for (const socket of pending) socket.destroy();
       pending.clear();
-      await tracker.closeAll();
+      await tracker.drain();
     },
   };
 }
 
-// ---- internals ---------------------------------------------------------------------------
-
-/** The sockets one adapter registered, so that dispose() closes exactly those. */
-function createTracker(broadcaster: Broadcaster, closeTimeoutMs: number, coalesce: boolean) {
-  const open = new Map<WebSocket, ConnectionHandle>();
+/** Registers and tracks this adapter's sockets, so that dispose() closes exactly those. */
+function trackerFor(broadcaster: Broadcaster, options: WsAdapterOptions) {
+  const tracker = new ConnectionTracker<WebSocket>({
+    close: (ws) => ws.close(CloseCode.GoingAway, CloseReason.ServerShutdown),
+    terminate: (ws) => ws.terminate(),
+    isClosed: (ws) => ws.readyState === CLOSED,
+    onceClosed: (ws, listener) => void ws.once('close', listener),
+  });
+  const closeTimeoutMs = options.closeTimeoutMs ?? 1_000;
   return {
-    /** Registers and tracks; false when the broadcaster refused (it is disposed). */
+    /** False when the broadcaster refused the socket (it is disposed, and has closed it). */
     accept(ws: WebSocket, identity: Identity): boolean {
-      let handle: ConnectionHandle;
       try {
-        handle = acceptWebSocket(broadcaster, ws, identity, { coalesce });
+        tracker.add(ws, acceptWebSocket(broadcaster, ws, identity, options));
+        return true;
       } catch {
         return false;
       }
-      open.set(ws, handle);
-      ws.once('close', () => open.delete(ws));
-      return true;
     },
-    async closeAll(): Promise<void> {
-      const sockets = [...open];
-      open.clear();
-      for (const [ws, handle] of sockets) {
-        ws.close(CloseCode.GoingAway, CloseReason.ServerShutdown);
-        handle.closed(CloseCode.GoingAway, CloseReason.ServerShutdown);
-      }
-      const closing = sockets.map(([ws]) => ws).filter((ws) => ws.readyState !== CLOSED);
-      if (closing.length === 0) return;
-      await new Promise<void>((resolve) => {
-        let left = closing.length;
-        const timer = setTimeout(() => closing.forEach((ws) => ws.terminate()), closeTimeoutMs);
-        for (const ws of closing) {
-          ws.once('close', () => {
-            if (--left > 0) return;
-            clearTimeout(timer);
-            resolve();
-          });
-        }
-      });
-    },
+    drain: () => tracker.drain(closeTimeoutMs),
   };
 }
 

@@ -1,5 +1,6 @@
 import { once } from 'node:events';
-import { EncodedMessage, ErrorCode, isBcastError, type Connection } from '@bcast/core';
+import { ErrorClassifier, ErrorCode, isBcastError } from '@bcast/core';
+import { EncodedMessage, type Connection } from '@bcast/core/adapter';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { wsConnection } from '../src/index.js';
 import { frameFunction } from '../src/frame.js';
@@ -135,6 +136,6 @@ describe('wsConnection', () => {
       thrown = error;
     }
     expect(isBcastError(thrown, ErrorCode.ConnectionClosed)).toBe(true);
-    expect(harness.broadcaster.classifier.classifySendError(thrown)).toBe('connection-dead');
+    expect(new ErrorClassifier().classifySendError(thrown)).toBe('connection-dead');
   });
 });

@@ -26,6 +26,8 @@ export interface BackplaneEnvelope {
   readonly trace?: Readonly<Record<string, string>>;
   /** Publish time, ms since the epoch. */
   readonly ts: number;
+  /** HMAC-SHA256 of the envelope under the cluster's `signingKey` (base64url), when one is set. */
+  readonly sig?: string;
 }
 
 export type BackplaneHealthStatus = 'healthy' | 'degraded' | 'unhealthy';

@@ -46,11 +46,13 @@ export function envelopeProblem(value: unknown): string | undefined {
     if (!Array.isArray(e.target) || !e.target.every((t) => typeof t === 'string')) return 'target must be a string array';
   }
   if (e.except !== undefined && (!Array.isArray(e.except) || !e.except.every((t) => typeof t === 'string'))) return 'bad except';
+  if (e.sig !== undefined && typeof e.sig !== 'string') return 'bad sig';
+  if (typeof e.ts !== 'number') return 'bad ts';
   return undefined;
 }
 
-/** The broadcast context a receiving node runs for an envelope (local delivery only). */
-export function fromEnvelope(envelope: BackplaneEnvelope): BroadcastContext {
+/** What a receiving node runs for an envelope: the request (local delivery only) and the message, already encoded. */
+export function fromEnvelope(envelope: BackplaneEnvelope): { request: BroadcastContext; encoded: EncodedMessage } {
   const bytes = envelope.enc === 'binary' ? Buffer.from(envelope.payload, 'base64') : Buffer.from(envelope.payload, 'utf8');
   const text = envelope.enc === 'binary' ? undefined : envelope.payload;
   let parsed: unknown;
@@ -75,15 +77,19 @@ export function fromEnvelope(envelope: BackplaneEnvelope): BroadcastContext {
   const base = {
     operation: envelope.op,
     message: undefined,
-    encoded,
     localOnly: true,
     ...(envelope.except ? { except: envelope.except } : {}),
     ...(envelope.volatile ? { volatile: true } : {}),
   };
-  if (envelope.op === 'user') return { ...base, userId: envelope.target as string };
-  if (envelope.op === 'room') return { ...base, room: envelope.target as string };
-  if (envelope.op === 'connections') return { ...base, connectionIds: envelope.target as readonly string[] };
-  return base;
+  const request: BroadcastContext =
+    envelope.op === 'user'
+      ? { ...base, userId: envelope.target as string }
+      : envelope.op === 'room'
+        ? { ...base, room: envelope.target as string }
+        : envelope.op === 'connections'
+          ? { ...base, connectionIds: envelope.target as readonly string[] }
+          : base;
+  return { request, encoded };
 }
 
 /** An EncodedMessage whose `value` is parsed from JSON only if a transport asks for it. */

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ErrorCode, encodeMessage, isBcastError } from '../index.js';
+import { ErrorCode, isBcastError } from '../index.js';
+import { encodeMessage } from './EncodedMessage.js';
 
 const codeOf = (fn: () => unknown): string | undefined => {
   try {

@@ -61,7 +61,7 @@ describe('ErrorClassifier', () => {
 
 describe('newConnectionId', () => {
   it('gives 32 hex characters, unique over many pool refills', async () => {
-    const { newConnectionId } = await import('../index.js');
+    const { newConnectionId } = await import('../adapter.js');
     const ids = new Set<string>();
     for (let i = 0; i < 5_000; i += 1) ids.add(newConnectionId());
     expect(ids.size).toBe(5_000);

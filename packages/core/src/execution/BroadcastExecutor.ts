@@ -1,20 +1,25 @@
 import { SpanKind, type Attributes } from '@opentelemetry/api';
-import type { Connection } from '../connection/Connection.js';
 import { encodeMessage, type EncodedMessage } from '../connection/EncodedMessage.js';
+import type { FanOutObserver } from '../connection/FanOutObserver.js';
 import { BcastError } from '../errors/BcastError.js';
 import type { ErrorClassifier } from '../errors/classify.js';
 import { CloseCode, CloseReason, ErrorCode } from '../errors/codes.js';
 import type { ExecutionMonitor } from '../monitor/ExecutionMonitor.js';
 import type { ConnectionEntry, ConnectionRegistry } from '../registry/ConnectionRegistry.js';
 import type { RoomRegistry } from '../registry/RoomRegistry.js';
-import type { ExecutionDescription, ExecutionInterface, ExecutionRun } from './ExecutionEngine.js';
-import { BROADCAST_OPERATIONS, type BackplaneStatus, type BroadcastContext, type BroadcastResult } from './types.js';
+import type { ExecutionDescription, ExecutionInterface, PropagationOutcome } from './ExecutionEngine.js';
+import { BROADCAST_OPERATIONS, type BroadcastContext, type BroadcastOperation } from './types.js';
 import { validateConnectionIds, validateRoomId, validateUserId, type IdLimits } from './validate.js';
 
-/** A broadcast in flight: the caller's context plus what validation produced. */
+/** A broadcast in flight: the request, where it comes from, and its message once encoded. */
 export interface BroadcastJob {
   readonly request: BroadcastContext;
+  /** `local`: called on this node; `remote`: another node's broadcast, delivered here. */
+  readonly origin: 'local' | 'remote';
+  /** Set by validation (local), or given already encoded by the backplane bridge (remote). */
   encoded: EncodedMessage | undefined;
+  /** The publishing node and envelope id (remote only). */
+  readonly source?: { readonly nodeId: string; readonly envelopeId: string };
 }
 
 export interface BroadcastLimits extends IdLimits {
@@ -26,45 +31,82 @@ export interface BroadcastLimits extends IdLimits {
 }
 
 /** Why bcast removed a connection, as counted in `bcast.disconnects`. */
-export type RemovalReason = 'connection_lost' | 'slow_consumer' | 'no_pong' | 'policy_violation' | 'shutdown';
+export type RemovalReason = 'connection_lost' | 'slow_consumer' | 'no_pong' | 'policy_violation' | 'shutdown' | 'auth_expired';
 
-/** What the executor needs from its owner (the Broadcaster). */
-export interface BroadcastRuntime {
+/** A connection the fan-out found dead or too slow: the owner of the registries closes and unregisters it. */
+export interface Removal {
+  readonly entry: ConnectionEntry;
+  readonly code: number;
+  readonly reason: string;
+  readonly cause: RemovalReason;
+  /** Force the socket shut this long after the close (a non-reader never reads the close frame). */
+  readonly terminateAfterMs?: number;
+}
+
+/** What one fan-out did. Invariant: `recipients === delivered + failed + dropped`. */
+export interface FanOut {
+  readonly operation: BroadcastOperation;
+  readonly recipients: number;
+  readonly delivered: number;
+  readonly failed: number;
+  readonly dropped: number;
+  /** Recipients found dead or too slow: closed and unregistered by the caller of the engine. */
+  readonly removals: readonly Removal[];
+  readonly message: EncodedMessage;
+}
+
+/** What the executor reads and writes to: the registries, the limits, and the transports' fan-out boundaries. */
+export interface FanOutDeps {
   readonly connections: ConnectionRegistry;
   readonly rooms: RoomRegistry;
-  readonly monitor: ExecutionMonitor;
-  readonly classifier: ErrorClassifier;
   readonly limits: BroadcastLimits;
+  readonly classifier: ErrorClassifier;
+  /** Told where each fan-out starts and ends (write coalescing lives there). */
+  readonly observers: ReadonlySet<FanOutObserver>;
+  readonly monitor: ExecutionMonitor;
+  /** Put room names on spans (the app opted in). */
+  readonly traceRoomNames: boolean;
   readonly log: (level: 'warn' | 'error', message: string, error?: unknown) => void;
-  /** Closes and unregisters a connection; `terminateAfterMs` forces it shut if it does not close. */
-  removeConnection(entry: ConnectionEntry, code: number, reason: string, metricReason: RemovalReason, terminateAfterMs?: number): void;
-  /** Propagates to other nodes; never throws. */
-  publish(job: BroadcastJob, message: EncodedMessage): Promise<{ status: BackplaneStatus; error?: ErrorCode }>;
 }
+
+const noRemovals: readonly Removal[] = Object.freeze([]);
 
 /**
  * all / user / room / connection-id fan-out with an `except` list. Encodes once (in validation,
- * before anything is sent), writes to each target exactly once, accounts for every recipient.
+ * before anything is sent), tells the transports where the fan-out starts and ends, writes to each
+ * target exactly once and accounts for every recipient. It returns what it found (dead and slow
+ * connections) instead of acting on it: the layer that owns the registries closes them.
  */
-export class BroadcastExecutor implements ExecutionInterface<BroadcastJob, BroadcastResult> {
-  readonly #rt: BroadcastRuntime;
+export class BroadcastExecutor implements ExecutionInterface<BroadcastJob, FanOut> {
+  readonly #deps: FanOutDeps;
 
-  constructor(runtime: BroadcastRuntime) {
-    this.#rt = runtime;
+  constructor(deps: FanOutDeps) {
+    this.#deps = deps;
   }
 
   describe(job: BroadcastJob): ExecutionDescription {
-    const { request } = job;
+    const request = job.request as BroadcastContext | undefined;
     const operation = typeof request?.operation === 'string' ? request.operation : 'unknown';
-    const attributes: Attributes = {
-      'messaging.system': 'bcast',
-      'messaging.operation.type': 'publish',
-      'messaging.operation.name': 'broadcast',
-    };
-    if (operation === 'room' && typeof request.room === 'string') attributes['messaging.destination.name'] = request.room;
+    if (job.origin === 'remote') {
+      return {
+        operation,
+        kind: 'remote',
+        spanName: 'bcast.deliver',
+        spanKind: SpanKind.CONSUMER,
+        attributes: {
+          'messaging.system': 'bcast',
+          'messaging.operation.type': 'process',
+          'messaging.operation.name': 'deliver',
+          ...(job.source ? { 'messaging.message.id': job.source.envelopeId, 'bcast.source_node': job.source.nodeId } : {}),
+        },
+      };
+    }
+    const attributes: Attributes = { 'messaging.system': 'bcast', 'messaging.operation.type': 'send', 'messaging.operation.name': 'broadcast' };
+    if (this.#deps.traceRoomNames && operation === 'room' && typeof request?.room === 'string') attributes['messaging.destination.name'] = request.room;
     return { operation, spanName: 'bcast.broadcast', spanKind: SpanKind.PRODUCER, attributes };
   }
 
+  /** Same checks for a caller's broadcast and for one arriving from another node. */
   validatePreconditions(job: BroadcastJob): void {
     const req = job.request as BroadcastContext | undefined;
     if (typeof req !== 'object' || req === null) {
@@ -75,28 +117,37 @@ export class BroadcastExecutor implements ExecutionInterface<BroadcastJob, Broad
         details: { operation: String(req.operation) },
       });
     }
-    const limits = this.#rt.limits;
+    const limits = this.#deps.limits;
     if (req.operation === 'user') validateUserId(req.userId, limits);
     else if (req.operation === 'room') validateRoomId(req.room, limits);
     else if (req.operation === 'connections') validateConnectionIds(req.connectionIds, 'connectionIds');
     if (req.except !== undefined) validateConnectionIds(req.except, 'except');
-    job.encoded = req.encoded ?? encodeMessage(req.message, { maxBytes: limits.maxMessageBytes, volatile: req.volatile === true });
+    if (job.encoded === undefined) {
+      job.encoded = encodeMessage(req.message, { maxBytes: limits.maxMessageBytes, volatile: req.volatile === true });
+    } else if (job.encoded.byteLength > limits.maxMessageBytes) {
+      throw new BcastError(ErrorCode.MessageTooLarge, `message is ${job.encoded.byteLength} bytes; the limit is ${limits.maxMessageBytes} (maxMessageBytes)`, {
+        details: { bytes: job.encoded.byteLength, maxBytes: limits.maxMessageBytes },
+      });
+    }
   }
 
-  async executeCoreLogic(job: BroadcastJob, run: ExecutionRun): Promise<BroadcastResult> {
-    const started = performance.now();
+  executeCoreLogic(job: BroadcastJob): FanOut {
     const req = job.request;
     const message = job.encoded as EncodedMessage;
-    const rt = this.#rt;
+    const d = this.#deps;
     const except = req.except && req.except.length > 0 ? new Set(req.except) : undefined;
     const deadReason = req.deadConnectionReason ?? CloseReason.ConnectionLost;
-    const { maxBufferedBytes } = rt.limits;
-    const softLimit = Math.min(rt.limits.volatileBufferedBytes, maxBufferedBytes);
+    const { maxBufferedBytes } = d.limits;
+    const softLimit = Math.min(d.limits.volatileBufferedBytes, maxBufferedBytes);
     let recipients = 0;
     let delivered = 0;
     let failed = 0;
     let dropped = 0;
-    let removed = 0;
+    let removals: Removal[] | undefined;
+    const remove = (entry: ConnectionEntry, removal: Removal): void => {
+      entry.isClosing = true; // a later fan-out in this tick counts it as failed, not removed again
+      (removals ??= []).push(removal);
+    };
 
     const deliver = (entry: ConnectionEntry): void => {
       if (except?.has(entry.id)) return;
@@ -105,19 +156,17 @@ export class BroadcastExecutor implements ExecutionInterface<BroadcastJob, Broad
         failed += 1;
         return;
       }
-      const conn: Connection = entry.connection;
+      const conn = entry.connection;
       if (!conn.isOpen) {
         failed += 1;
-        removed += 1;
-        rt.removeConnection(entry, CloseCode.GoingAway, deadReason, 'connection_lost');
+        remove(entry, { entry, code: CloseCode.GoingAway, reason: deadReason, cause: 'connection_lost' });
         return;
       }
       const buffered = conn.bufferedBytes;
       if (buffered > softLimit) {
         if (buffered > maxBufferedBytes) {
           failed += 1;
-          removed += 1;
-          rt.removeConnection(entry, CloseCode.TryAgainLater, CloseReason.SlowConsumer, 'slow_consumer', 1_000);
+          remove(entry, { entry, code: CloseCode.TryAgainLater, reason: CloseReason.SlowConsumer, cause: 'slow_consumer', terminateAfterMs: 1_000 });
           return;
         }
         if (message.volatile) {
@@ -131,70 +180,59 @@ export class BroadcastExecutor implements ExecutionInterface<BroadcastJob, Broad
         delivered += 1;
       } catch (error) {
         failed += 1;
-        const category = rt.classifier.classifySendError(error);
-        rt.monitor.recordError(category);
+        const category = d.classifier.classifySendError(error);
+        d.monitor.recordError(category);
         if (category === 'connection-dead') {
-          removed += 1;
-          rt.removeConnection(entry, CloseCode.GoingAway, deadReason, 'connection_lost');
+          remove(entry, { entry, code: CloseCode.GoingAway, reason: deadReason, cause: 'connection_lost' });
         } else {
           entry.errorCount += 1;
-          rt.log('warn', `send to connection ${entry.id} failed`, error);
+          d.log('warn', `send to connection ${entry.id} failed`, error);
         }
       }
     };
 
-    switch (req.operation) {
-      case 'all':
-        for (const entry of rt.connections.entries()) deliver(entry);
-        break;
-      case 'user':
-        for (const entry of rt.connections.byUser(req.userId as string)) deliver(entry);
-        break;
-      case 'room':
-        for (const id of rt.rooms.members(req.room as string)) {
-          const entry = rt.connections.get(id);
-          if (entry) deliver(entry);
-        }
-        break;
-      case 'connections':
-        for (const id of new Set(req.connectionIds)) {
-          const entry = rt.connections.get(id);
-          if (entry) deliver(entry);
-        }
-        break;
+    for (const observer of d.observers) observer.fanOutStart();
+    try {
+      switch (req.operation) {
+        case 'all':
+          for (const entry of d.connections.entries()) deliver(entry);
+          break;
+        case 'user':
+          for (const entry of d.connections.byUser(req.userId as string)) deliver(entry);
+          break;
+        case 'room':
+          for (const id of d.rooms.members(req.room as string)) {
+            const entry = d.connections.get(id);
+            if (entry) deliver(entry);
+          }
+          break;
+        case 'connections':
+          for (const id of new Set(req.connectionIds)) {
+            const entry = d.connections.get(id);
+            if (entry) deliver(entry);
+          }
+          break;
+      }
+    } finally {
+      for (const observer of d.observers) observer.fanOutEnd();
     }
-    rt.monitor.recordDeliveries(delivered, req.operation);
-    rt.monitor.recordDropped('backpressure', dropped);
-
-    const backplane = req.localOnly ? { status: 'skipped' as const } : await rt.publish(job, message);
-    if (backplane.status === 'failed') run.span.addEvent('bcast.backplane.publish_failed', { 'bcast.error.code': backplane.error ?? ErrorCode.BackplaneUnavailable });
-    return {
-      operation: req.operation,
-      recipients,
-      delivered,
-      failed,
-      dropped,
-      removed,
-      durationMs: performance.now() - started,
-      ...(message.type === undefined ? {} : { messageType: message.type }),
-      messageBytes: message.byteLength,
-      backplane: backplane.status,
-      ...(backplane.error === undefined ? {} : { backplaneError: backplane.error }),
-    };
+    d.monitor.recordDeliveries(delivered, req.operation);
+    d.monitor.recordDropped('backpressure', dropped);
+    return { operation: req.operation, recipients, delivered, failed, dropped, removals: removals ?? noRemovals, message };
   }
 
-  summarize(result: BroadcastResult): { outcome: 'success' | 'partial'; attributes: Attributes } {
+  summarize(result: FanOut, _job: BroadcastJob, propagation: PropagationOutcome | undefined): { outcome: 'success' | 'partial'; attributes: Attributes } {
     const attributes: Attributes = {
       'bcast.recipients': result.recipients,
       'bcast.delivered': result.delivered,
       'bcast.failed': result.failed,
       'bcast.dropped': result.dropped,
-      'bcast.removed': result.removed,
-      'bcast.backplane': result.backplane,
-      'messaging.message.body.size': result.messageBytes,
+      'bcast.removed': result.removals.length,
+      'messaging.message.body.size': result.message.byteLength,
     };
-    if (result.messageType !== undefined) attributes['bcast.message.type'] = result.messageType;
-    const clean = result.failed === 0 && result.backplane !== 'failed';
+    if (propagation !== undefined) attributes['bcast.backplane'] = propagation.status;
+    if (result.message.type !== undefined) attributes['bcast.message.type'] = result.message.type;
+    const clean = result.failed === 0 && propagation?.status !== 'failed';
     return { outcome: clean ? 'success' : 'partial', attributes };
   }
 }

@@ -1,5 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { BcastError, ErrorClassifier, ErrorCode, ExecutionEngine, ExecutionMonitor, ReliabilityManager, type ExecutionInterface } from '../index.js';
+import { BcastError, ErrorClassifier, ErrorCode } from '../index.js';
+import { ExecutionMonitor } from '../monitor/ExecutionMonitor.js';
+import { ReliabilityManager } from '../reliability/ReliabilityManager.js';
+import { ExecutionEngine, type ExecutionInterface } from './ExecutionEngine.js';
 
 function engine(reliability = new ReliabilityManager({ retry: { baseDelayMs: 1, maxDelayMs: 2 } })) {
   const monitor = new ExecutionMonitor();

@@ -1,13 +1,15 @@
 import { SpanKind, context as otelContext, trace, type Attributes, type Context, type Link, type Span } from '@opentelemetry/api';
 import { toBcastError, type BcastError } from '../errors/BcastError.js';
 import type { ErrorClassifier } from '../errors/classify.js';
-import type { ExecutionMonitor, Outcome } from '../monitor/ExecutionMonitor.js';
+import type { ExecutionMonitor, OperationKind, Outcome } from '../monitor/ExecutionMonitor.js';
 import type { AttemptsCarrier, ReliabilityManager } from '../reliability/ReliabilityManager.js';
 
 /** How an operation presents itself to the engine (names, span, reliability scope). */
 export interface ExecutionDescription {
   /** Name in stats and the `bcast.operation` attribute (e.g. `all`, `room`). */
   readonly operation: string;
+  /** Counted as a broadcast of this node (`local`) or as the delivery of another node's (`remote`). @default 'local' */
+  readonly kind?: OperationKind;
   /** @default 'bcast.execute' */
   readonly spanName?: string;
   /** @default SpanKind.INTERNAL */
@@ -31,7 +33,29 @@ export interface ExecutionInterface<C, R> {
   validatePreconditions(context: C): void | Promise<void>;
   executeCoreLogic(context: C, run: ExecutionRun): R | Promise<R>;
   /** Outcome and span attributes of a result. @default success, no attributes */
-  summarize?(result: R, context: C): { outcome: Exclude<Outcome, 'rejected'>; attributes?: Attributes };
+  summarize?(result: R, context: C, propagation: PropagationOutcome | undefined): { outcome: Exclude<Outcome, 'rejected'>; attributes?: Attributes };
+}
+
+/**
+ * A step the engine runs beside the core logic, under its own reliability scope: the propagation
+ * of a broadcast to other nodes. It starts before the core logic (it is asynchronous, so remote
+ * clients do not wait for the local fan-out) and its outcome never fails the operation.
+ */
+export interface Propagation<C> {
+  readonly scope: string;
+  /** False when there is nothing to propagate (single node, local-only). */
+  wanted(context: C): boolean;
+  propagate(context: C, signal: AbortSignal): Promise<void>;
+  /** Called once when the step failed for good; says what that means: `unknown` when the work may still have happened (a timeout). */
+  failed(error: BcastError): 'failed' | 'unknown';
+}
+
+export type PropagationStatus = 'published' | 'failed' | 'unknown';
+
+export interface PropagationOutcome {
+  readonly status: PropagationStatus;
+  readonly error?: BcastError;
+  readonly attempts: number;
 }
 
 export type ExecutionStatus = Outcome;
@@ -43,17 +67,22 @@ export interface ExecutionResult<R> {
   readonly durationMs: number;
   /** Times `executeCoreLogic` ran (0 when rejected or refused by an open circuit). */
   readonly attempts: number;
+  /** The propagation step's outcome, when one ran. */
+  readonly propagation?: PropagationOutcome;
 }
 
-export interface ExecuteOptions {
+export interface ExecuteOptions<C> {
   /** Parent context of the span. @default the active context */
   readonly parent?: Context;
   readonly links?: Link[];
+  /** Run this step beside the core logic (see {@link Propagation}). */
+  readonly propagation?: Propagation<C> | undefined;
 }
 
 /**
- * One place for the life of an operation: span -> validate -> reliability -> execute -> monitor.
- * Never throws: every failure becomes an `ExecutionResult` with a typed error.
+ * One place for the life of an operation: span -> validate -> (propagation under its reliability
+ * scope, started first) -> execute -> monitor. Never throws: every failure becomes an
+ * `ExecutionResult` with a typed error.
  */
 export class ExecutionEngine {
   readonly #monitor: ExecutionMonitor;
@@ -66,14 +95,15 @@ export class ExecutionEngine {
     this.#classifier = deps.classifier;
   }
 
-  async execute<C, R>(executor: ExecutionInterface<C, R>, ctx: C, options: ExecuteOptions = {}): Promise<ExecutionResult<R>> {
+  async execute<C, R>(executor: ExecutionInterface<C, R>, ctx: C, options: ExecuteOptions<C> = {}): Promise<ExecutionResult<R>> {
     const started = performance.now();
     let description: ExecutionDescription;
     try {
       description = executor.describe(ctx);
     } catch (error) {
-      return this.#reject(toBcastError(error), 'unknown', started);
+      return this.#reject(toBcastError(error), 'unknown', 'local', started);
     }
+    const kind = description.kind ?? 'local';
     const parent = options.parent ?? otelContext.active();
     const span = this.#monitor.startSpan(
       description.spanName ?? 'bcast.execute',
@@ -91,8 +121,10 @@ export class ExecutionEngine {
         const err = toBcastError(error);
         this.#monitor.failSpan(span, err, err.code);
         span.setAttribute('bcast.error.code', err.code);
-        return this.#reject(err, description.operation, started);
+        return this.#reject(err, description.operation, kind, started);
       }
+      const step = options.propagation;
+      const propagating = step !== undefined && step.wanted(ctx) ? otelContext.with(active, () => this.#propagate(step, ctx, span)) : undefined;
       let result: R;
       try {
         result = await otelContext.with(active, async () => {
@@ -110,29 +142,45 @@ export class ExecutionEngine {
         const carried = (error as AttemptsCarrier | undefined)?.attempts;
         if (typeof carried === 'number') attempts = carried;
         const err = toBcastError(error);
-        const category = this.#classifier.classify(error);
-        this.#monitor.recordError(category);
+        this.#monitor.recordError(this.#classifier.classify(error));
         this.#monitor.failSpan(span, error, err.code);
         span.setAttributes({ 'bcast.error.code': err.code, 'bcast.attempts': attempts });
+        const propagation = propagating === undefined ? undefined : await propagating;
         const durationMs = performance.now() - started;
-        this.#monitor.recordOperation(description.operation, 'failed', durationMs);
-        return { status: 'failed', error: err, durationMs, attempts };
+        this.#monitor.recordOperation(description.operation, 'failed', durationMs, kind);
+        return { status: 'failed', error: err, durationMs, attempts, ...(propagation ? { propagation } : {}) };
       }
-      const summary = executor.summarize?.(result, ctx) ?? { outcome: 'success' as const };
+      const propagation = propagating === undefined ? undefined : await propagating;
+      const summary = executor.summarize?.(result, ctx, propagation) ?? { outcome: 'success' as const };
       if (summary.attributes) span.setAttributes(summary.attributes);
       span.setAttribute('bcast.attempts', attempts);
       const durationMs = performance.now() - started;
-      this.#monitor.recordOperation(description.operation, summary.outcome, durationMs);
-      return { status: summary.outcome, result, durationMs, attempts };
+      this.#monitor.recordOperation(description.operation, summary.outcome, durationMs, kind);
+      return { status: summary.outcome, result, durationMs, attempts, ...(propagation ? { propagation } : {}) };
     } finally {
       span.end();
     }
   }
 
-  #reject(error: BcastError, operation: string, started: number): ExecutionResult<never> {
+  /** Runs the propagation step under its scope; never rejects. */
+  async #propagate<C>(step: Propagation<C>, ctx: C, span: Span): Promise<PropagationOutcome> {
+    try {
+      const { attempts } = await this.#reliability.execute(step.scope, ({ signal }) => step.propagate(ctx, signal));
+      return { status: 'published', attempts };
+    } catch (error) {
+      const err = toBcastError(error);
+      const attempts = (error as AttemptsCarrier | undefined)?.attempts ?? 0;
+      const status = step.failed(err);
+      this.#monitor.recordError(this.#classifier.classify(error));
+      span.addEvent(status === 'unknown' ? 'bcast.propagation.unknown' : 'bcast.propagation.failed', { 'bcast.error.code': err.code, 'bcast.scope': step.scope });
+      return { status, error: err, attempts };
+    }
+  }
+
+  #reject(error: BcastError, operation: string, kind: OperationKind, started: number): ExecutionResult<never> {
     const durationMs = performance.now() - started;
     this.#monitor.recordError('caller');
-    this.#monitor.recordOperation(operation, 'rejected', durationMs);
+    this.#monitor.recordOperation(operation, 'rejected', durationMs, kind);
     return { status: 'rejected', error, durationMs, attempts: 0 };
   }
 }

@@ -1,4 +1,3 @@
-import type { EncodedMessage } from '../connection/EncodedMessage.js';
 import type { ErrorCode } from '../errors/codes.js';
 
 /** Who a broadcast is for. */
@@ -25,11 +24,14 @@ export interface BroadcastContext {
   readonly localOnly?: boolean;
   /** Close reason for connections found dead during this broadcast. @default "Connection lost during broadcast" */
   readonly deadConnectionReason?: string;
-  /** Set by the engine from a backplane envelope: the message arrived already encoded. */
-  readonly encoded?: EncodedMessage;
 }
 
-export type BackplaneStatus = 'published' | 'failed' | 'skipped';
+/**
+ * Propagation to other nodes: `published`; `failed` (not propagated: counted, never thrown);
+ * `unknown` (timed out after it was sent: other nodes may or may not have it; never retried);
+ * `skipped` (single node, or `localOnly`).
+ */
+export type BackplaneStatus = 'published' | 'failed' | 'unknown' | 'skipped';
 
 /**
  * What happened to every recipient. Invariant: `recipients === delivered + failed + dropped`.
@@ -45,7 +47,7 @@ export interface BroadcastResult {
   readonly durationMs: number;
   readonly messageType?: string;
   readonly messageBytes: number;
-  /** Propagation to other nodes: published, failed (counted, never thrown), or skipped (single node / localOnly). */
+  /** Propagation to other nodes (see {@link BackplaneStatus}). */
   readonly backplane: BackplaneStatus;
   readonly backplaneError?: ErrorCode;
 }

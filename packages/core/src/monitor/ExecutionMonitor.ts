@@ -14,6 +14,8 @@ import {
   type Span,
   type Tracer,
   type TracerProvider,
+  type ObservableCallback,
+  type ObservableGauge,
   type UpDownCounter,
 } from '@opentelemetry/api';
 import type { ErrorCategory } from '../errors/classify.js';
@@ -31,6 +33,9 @@ export interface MonitorOptions {
 
 export type Outcome = 'success' | 'partial' | 'failed' | 'rejected';
 
+/** A broadcast called on this node (`local`), or the delivery here of another node's broadcast (`remote`). */
+export type OperationKind = 'local' | 'remote';
+
 export interface OperationStats {
   readonly count: number;
   readonly success: number;
@@ -42,15 +47,37 @@ export interface OperationStats {
   readonly latencyMs: { readonly p50: number; readonly p95: number; readonly p99: number; readonly max: number };
 }
 
+export interface OperationTotals {
+  readonly count: number;
+  readonly successRate: number;
+  readonly errorRate: number;
+}
+
 export interface MonitorStats {
+  /** Broadcasts called on this node, by operation. */
   readonly operations: Readonly<Record<string, OperationStats>>;
-  readonly totals: { readonly count: number; readonly successRate: number; readonly errorRate: number };
+  readonly totals: OperationTotals;
+  /** Other nodes' broadcasts delivered here, by operation. */
+  readonly remote: { readonly operations: Readonly<Record<string, OperationStats>>; readonly totals: OperationTotals };
   readonly errorsByCategory: Readonly<Record<ErrorCategory, number>>;
   readonly deliveries: number;
   readonly dropped: Readonly<Record<string, number>>;
   readonly disconnects: Readonly<Record<string, number>>;
   readonly inboundRejected: Readonly<Record<string, number>>;
-  readonly backplane: { readonly published: number; readonly publishErrors: number; readonly received: number; readonly discarded: number };
+  readonly backplane: BackplaneCounts;
+}
+
+export interface BackplaneCounts {
+  readonly published: number;
+  /** Publishes that failed: not propagated. */
+  readonly publishErrors: number;
+  /** Publishes that timed out: they may still have been delivered. */
+  readonly publishUnknown: number;
+  readonly received: number;
+  /** Envelopes from the backplane that were dropped (invalid, oversize, unsigned...), by reason. */
+  readonly dropped: Readonly<Record<string, number>>;
+  /** Sum of `dropped`. */
+  readonly discarded: number;
 }
 
 class OperationRecord {
@@ -103,14 +130,20 @@ export class ExecutionMonitor {
   readonly tracer: Tracer;
   readonly meter: Meter;
   readonly #ops = new Map<string, OperationRecord>();
+  readonly #remoteOps = new Map<string, OperationRecord>();
   readonly #sampleSize: number;
   readonly #errors: Record<ErrorCategory, number> = { transient: 0, 'connection-dead': 0, caller: 0, 'circuit-open': 0, other: 0 };
   readonly #dropped: Record<string, number> = {};
   readonly #disconnects: Record<string, number> = {};
   readonly #inboundRejected: Record<string, number> = {};
-  readonly #backplane = { published: 0, publishErrors: 0, received: 0, discarded: 0 };
+  readonly #backplane = { published: 0, publishErrors: 0, publishUnknown: 0, received: 0, discarded: 0 };
+  readonly #backplaneDropped: Record<string, number> = {};
   #deliveries = 0;
   readonly #broadcasts: Counter;
+  readonly #remoteBroadcasts: Counter;
+  readonly #backplaneDroppedCounter: Counter;
+  readonly #circuitGauge: ObservableGauge;
+  readonly #observeCircuits: ObservableCallback;
   readonly #deliveriesCounter: Counter;
   readonly #duration: Histogram;
   readonly #connections: UpDownCounter;
@@ -125,7 +158,9 @@ export class ExecutionMonitor {
     this.meter = (options.meterProvider ?? metrics.getMeterProvider()).getMeter('@bcast/core', VERSION);
     this.#sampleSize = options.latencySampleSize ?? 1024;
     const m = this.meter;
-    this.#broadcasts = m.createCounter('bcast.broadcasts', { description: 'Broadcast operations, by operation and outcome' });
+    this.#broadcasts = m.createCounter('bcast.broadcasts', { description: 'Broadcasts called on this node, by operation and outcome' });
+    this.#remoteBroadcasts = m.createCounter('bcast.remote.broadcasts', { description: "Other nodes' broadcasts delivered on this node, by operation and outcome" });
+    this.#backplaneDroppedCounter = m.createCounter('bcast.backplane.dropped', { description: 'Envelopes from the backplane dropped (invalid, oversize, unsigned), by reason' });
     this.#deliveriesCounter = m.createCounter('bcast.deliveries', { description: 'Messages written to connections' });
     this.#duration = m.createHistogram('bcast.broadcast.duration', {
       description: 'Duration of a broadcast',
@@ -138,12 +173,20 @@ export class ExecutionMonitor {
     this.#disconnectsCounter = m.createCounter('bcast.disconnects', { description: 'Connections closed by bcast, by code and reason' });
     this.#publishErrors = m.createCounter('bcast.backplane.publish_errors', { description: 'Backplane publishes that failed' });
     this.#inboundCounter = m.createCounter('bcast.inbound.rejected', { description: 'Client messages rejected, by code' });
-    m.createObservableGauge('bcast.circuit.state', {
+    this.#circuitGauge = m.createObservableGauge('bcast.circuit.state', {
       description: 'Circuit state per scope: 0 closed, 1 half-open, 2 open, 3 isolated',
-    }).addCallback((result) => {
+    });
+    this.#observeCircuits = (result) => {
       const states = this.#circuitSource?.() ?? {};
       for (const [scope, s] of Object.entries(states)) result.observe(circuitValue[s.state], { 'bcast.scope': scope });
-    });
+    };
+    this.#circuitGauge.addCallback(this.#observeCircuits);
+  }
+
+  /** Unregisters the observable callbacks, so a disposed broadcaster leaves nothing in the MeterProvider. */
+  dispose(): void {
+    this.#circuitGauge.removeCallback(this.#observeCircuits);
+    this.#circuitSource = undefined;
   }
 
   /** Where `bcast.circuit.state` reads circuit states from. */
@@ -162,11 +205,16 @@ export class ExecutionMonitor {
     span.setStatus({ code: SpanStatusCode.ERROR, message: code ?? (error instanceof Error ? error.message : String(error)) });
   }
 
-  recordOperation(operation: string, outcome: Outcome, durationMs: number): void {
-    let record = this.#ops.get(operation);
-    if (!record) this.#ops.set(operation, (record = new OperationRecord(this.#sampleSize)));
+  recordOperation(operation: string, outcome: Outcome, durationMs: number, kind: OperationKind = 'local'): void {
+    const ops = kind === 'local' ? this.#ops : this.#remoteOps;
+    let record = ops.get(operation);
+    if (!record) ops.set(operation, (record = new OperationRecord(this.#sampleSize)));
     record.add(outcome, durationMs);
     const attrs = { 'bcast.operation': operation, 'bcast.outcome': outcome };
+    if (kind === 'remote') {
+      this.#remoteBroadcasts.add(1, attrs);
+      return;
+    }
     this.#broadcasts.add(1, attrs);
     this.#duration.record(durationMs, attrs);
   }
@@ -198,14 +246,21 @@ export class ExecutionMonitor {
     this.#inboundCounter.add(1, { code });
   }
 
-  recordBackplane(event: 'published' | 'publish-error' | 'received' | 'discarded'): void {
+  recordBackplane(event: 'published' | 'publish-error' | 'publish-unknown' | 'received'): void {
     if (event === 'published') this.#backplane.published += 1;
     else if (event === 'received') this.#backplane.received += 1;
-    else if (event === 'discarded') this.#backplane.discarded += 1;
+    else if (event === 'publish-unknown') this.#backplane.publishUnknown += 1;
     else {
       this.#backplane.publishErrors += 1;
       this.#publishErrors.add(1);
     }
+  }
+
+  /** An envelope from the backplane that was not delivered (invalid, oversize, unsigned...). */
+  recordBackplaneDropped(reason: string): void {
+    this.#backplane.discarded += 1;
+    this.#backplaneDropped[reason] = (this.#backplaneDropped[reason] ?? 0) + 1;
+    this.#backplaneDroppedCounter.add(1, { 'bcast.reason': reason });
   }
 
   connectionOpened(): void {
@@ -217,34 +272,39 @@ export class ExecutionMonitor {
   }
 
   getStats(): MonitorStats {
-    const operations: Record<string, OperationStats> = {};
-    let count = 0;
-    let success = 0;
-    let failed = 0;
-    let rejected = 0;
-    for (const [name, record] of this.#ops) {
-      operations[name] = record.snapshot();
-      count += record.count;
-      success += record.success;
-      failed += record.failed;
-      rejected += record.rejected;
-    }
-    const accepted = count - rejected;
+    const local = summarize(this.#ops);
     return {
-      operations,
-      totals: {
-        count,
-        successRate: count === 0 ? 1 : round(success / count),
-        errorRate: accepted === 0 ? 0 : round(failed / accepted),
-      },
+      operations: local.operations,
+      totals: local.totals,
+      remote: summarize(this.#remoteOps),
       errorsByCategory: { ...this.#errors },
       deliveries: this.#deliveries,
       dropped: { ...this.#dropped },
       disconnects: { ...this.#disconnects },
       inboundRejected: { ...this.#inboundRejected },
-      backplane: { ...this.#backplane },
+      backplane: { ...this.#backplane, dropped: { ...this.#backplaneDropped } },
     };
   }
+}
+
+function summarize(ops: ReadonlyMap<string, OperationRecord>): { operations: Record<string, OperationStats>; totals: OperationTotals } {
+  const operations: Record<string, OperationStats> = {};
+  let count = 0;
+  let success = 0;
+  let failed = 0;
+  let rejected = 0;
+  for (const [name, record] of ops) {
+    operations[name] = record.snapshot();
+    count += record.count;
+    success += record.success;
+    failed += record.failed;
+    rejected += record.rejected;
+  }
+  const accepted = count - rejected;
+  return {
+    operations,
+    totals: { count, successRate: count === 0 ? 1 : round(success / count), errorRate: accepted === 0 ? 0 : round(failed / accepted) },
+  };
 }
 
 function round(n: number): number {

@@ -4,7 +4,8 @@ import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { AggregationTemporality, MeterProvider, MetricReader, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Broadcaster, MemoryBus, VERSION } from '../index.js';
+import { MemoryBus } from '../backplane.js';
+import { BcastError, Broadcaster, ErrorCode, VERSION } from '../index.js';
 import { FakeConnection, quietLogger } from '../test-utils/fakeConnection.js';
 
 class TestReader extends MetricReader {
@@ -47,8 +48,19 @@ async function metricsOf(reader: TestReader): Promise<Map<string, ResourceMetric
 }
 
 describe('OpenTelemetry', () => {
-  it('one PRODUCER span per broadcast, child of the caller span, with counts as attributes', async () => {
+  it('no room name on a span unless the app opts in (room names can carry user ids)', async () => {
     const { b } = setup();
+    b.register(new FakeConnection('a', 'u'));
+    b.join('a', 'alice:inbox');
+    await b.toRoom('alice:inbox', { type: 'chat' });
+    const [span] = exporter.getFinishedSpans();
+    expect(span?.name).toBe('bcast.broadcast');
+    expect(JSON.stringify(span?.attributes)).not.toMatch(/alice/);
+    await b.dispose();
+  });
+
+  it('one PRODUCER span per broadcast, child of the caller span, with counts as attributes', async () => {
+    const { b } = setup({ traceRoomNames: true });
     b.register(new FakeConnection('a', 'u'));
     b.register(new FakeConnection('b', 'u'));
     const dead = new FakeConnection('c', 'v');
@@ -72,7 +84,7 @@ describe('OpenTelemetry', () => {
     expect(span?.instrumentationScope).toMatchObject({ name: '@bcast/core', version: VERSION });
     expect(span?.attributes).toMatchObject({
       'messaging.system': 'bcast',
-      'messaging.operation.type': 'publish',
+      'messaging.operation.type': 'send',
       'messaging.destination.name': 'room-1',
       'bcast.operation': 'room',
       'bcast.recipients': 2,
@@ -123,7 +135,8 @@ describe('OpenTelemetry', () => {
   it('reports circuit state as a gauge and retries and transitions as span events', async () => {
     const failing = {
       nodeId: 'n',
-      publish: () => Promise.reject(Object.assign(new Error('ECONNREFUSED'), { code: 'ECONNREFUSED' })),
+      // never written (not connected): the only kind of failure that is retried
+      publish: () => Promise.reject(new BcastError(ErrorCode.BackplaneUnavailable, 'not connected', { details: { written: false } })),
       subscribe: () => () => {},
       close: async () => {},
     };
@@ -137,7 +150,7 @@ describe('OpenTelemetry', () => {
     const events = span?.events.map((e) => e.name);
     expect(events).toContain('bcast.retry');
     expect(events).toContain('bcast.circuit.state_change');
-    expect(events).toContain('bcast.backplane.publish_failed');
+    expect(events).toContain('bcast.propagation.failed');
     const gauge = (await metricsOf(reader)).get('bcast.circuit.state');
     expect(gauge?.dataPoints).toEqual([expect.objectContaining({ value: 2, attributes: { 'bcast.scope': 'backplane' } })]);
     await b.dispose();

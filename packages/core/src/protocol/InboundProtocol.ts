@@ -50,12 +50,16 @@ export function resolveInbound(options: InboundOptions): ResolvedInbound {
   };
 }
 
-/** Per-connection inbound state: a token bucket and a count of recent rejections. */
+/** Per-connection inbound state: a token bucket, a count of recent rejections, and the queue of frames in flight. */
 export class InboundState {
   tokens: number;
   refilledAt: number;
   rejections = 0;
   windowStart: number;
+  /** Frames received and not yet handled. */
+  pending = 0;
+  /** The last frame's handling: the next frame waits for it (frames take effect in order). */
+  tail: Promise<void> = Promise.resolve();
 
   constructor(burst: number, now: number) {
     this.tokens = burst;
@@ -90,15 +94,18 @@ export function takeToken(state: InboundState, r: ResolvedInbound, now: number):
   return true;
 }
 
-/** Handles one inbound frame from a registered connection. Never throws. */
-export async function handleInbound(host: InboundHost, entry: ConnectionEntry, state: InboundState, data: string | Buffer, isBinary: boolean): Promise<void> {
+/**
+ * Handles one inbound frame from a registered connection; `admitted` says whether it was within the
+ * rate when it arrived. Never throws.
+ */
+export async function handleInbound(host: InboundHost, entry: ConnectionEntry, data: string | Buffer, isBinary: boolean, admitted: boolean): Promise<void> {
   const { options, resolved } = host;
   if (!resolved.protocol || isBinary) {
     if (options.onMessage) return callHook(host, entry, isBinary ? data : data.toString());
     if (isBinary) refuse(host, entry, ProtocolErrorCode.InvalidArgument, 'binary frames are not accepted', undefined);
     return;
   }
-  if (!takeToken(state, resolved, Date.now())) {
+  if (!admitted) {
     refuse(host, entry, ProtocolErrorCode.RateLimited, 'too many messages; slow down', undefined);
     return;
   }

@@ -18,8 +18,21 @@ export interface ConnectionEntry {
   awaitingPong: boolean;
 }
 
+/** What applications read of the live connections (`broadcaster.connections`). */
+export interface ConnectionsView extends Iterable<ConnectionEntry> {
+  readonly size: number;
+  /** Distinct users with at least one connection. */
+  readonly userCount: number;
+  get(id: string): ConnectionEntry | undefined;
+  has(id: string): boolean;
+  /** Connections of one user (empty when unknown). */
+  byUser(userId: string): ReadonlySet<ConnectionEntry>;
+  users(): IterableIterator<string>;
+  entries(): IterableIterator<ConnectionEntry>;
+}
+
 /** Live connections by id and by user. */
-export class ConnectionRegistry {
+export class ConnectionRegistry implements ConnectionsView {
   readonly #byId = new Map<string, ConnectionEntry>();
   readonly #byUser = new Map<string, Set<ConnectionEntry>>();
 

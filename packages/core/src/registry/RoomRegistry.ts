@@ -4,12 +4,27 @@ export type RoomEvent =
   | { type: 'join-room'; room: string; connectionId: string }
   | { type: 'leave-room'; room: string; connectionId: string };
 
+/** What applications read of the rooms (`broadcaster.rooms`). */
+export interface RoomsView {
+  readonly size: number;
+  /** Total (connection, room) pairs. */
+  readonly membershipCount: number;
+  has(room: string): boolean;
+  /** Member ids of a room (empty when unknown). */
+  members(room: string): ReadonlySet<string>;
+  /** Rooms of a connection (empty when none). */
+  roomsOf(connectionId: string): ReadonlySet<string>;
+  rooms(): IterableIterator<string>;
+  /** Room lifecycle events (created, deleted, joined, left). Returns an unsubscribe function. */
+  on(listener: (event: RoomEvent) => void): () => void;
+}
+
 /**
  * Rooms as two mirrored maps (room -> connection ids, connection id -> rooms), the shape of
  * socket.io's in-memory adapter. A room made by `create()` lives until `delete()`; a room made
  * implicitly by `join()` goes away with its last member, so rooms never leak.
  */
-export class RoomRegistry {
+export class RoomRegistry implements RoomsView {
   readonly #members = new Map<string, Set<string>>();
   readonly #roomsOf = new Map<string, Set<string>>();
   readonly #persistent = new Set<string>();

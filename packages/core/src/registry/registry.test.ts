@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ConnectionRegistry, RoomRegistry, type RoomEvent } from '../index.js';
+import { ConnectionRegistry } from './ConnectionRegistry.js';
+import { RoomRegistry, type RoomEvent } from './RoomRegistry.js';
 import { FakeConnection } from '../test-utils/fakeConnection.js';
 
 describe('ConnectionRegistry', () => {

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { BcastError, ErrorCode, ReliabilityManager, isBcastError, type ReliabilityEvent } from '../index.js';
+import { BcastError, ErrorCode, isBcastError } from '../index.js';
+import { ReliabilityManager, type ReliabilityEvent } from './ReliabilityManager.js';
 
 const transient = (): Error => Object.assign(new Error('connection refused'), { code: 'ECONNREFUSED' });
 

@@ -45,6 +45,10 @@ export interface ScopeOptions {
   retry?: RetryOptions;
   /** Deadline of one attempt; `undefined` for none. @default undefined */
   timeoutMs?: number | undefined;
+  /** Which failures are retried. @default the classifier's `transient` errors */
+  retryWhen?: ((error: unknown) => boolean) | undefined;
+  /** Which failures count against the circuit. @default everything but caller errors and open circuits */
+  failureWhen?: ((error: unknown) => boolean) | undefined;
 }
 
 export interface ReliabilityOptions extends ScopeOptions {
@@ -172,7 +176,7 @@ export class ReliabilityManager {
       }, new AbortController().signal);
       return { value, attempts };
     } catch (error) {
-      const converted = convertPolicyError(scopeName, scope, error);
+      const converted = convertPolicyError(scopeName, scope.config, error);
       (converted as AttemptsCarrier).attempts = attempts;
       throw converted;
     }
@@ -222,17 +226,26 @@ export class ReliabilityManager {
   #scope(name: string): Scope {
     const existing = this.#scopes.get(name);
     if (existing) return existing;
-    const config = resolveScope(this.#options, this.#options.scopes?.[name]);
+    const overrides = this.#options.scopes?.[name];
+    const config = resolveScope(this.#options, overrides);
     const classifier = this.#classifier;
-    const breaker = circuitBreaker(
-      handleWhen((error) => {
+    const retryWhen = overrides?.retryWhen ?? this.#options.retryWhen ?? ((error: unknown) => classifier.classify(error) === 'transient');
+    const failureWhen =
+      overrides?.failureWhen ??
+      this.#options.failureWhen ??
+      ((error: unknown) => {
         const category = classifier.classify(error);
         return category !== 'caller' && category !== 'circuit-open';
-      }),
+      });
+    const breaker = circuitBreaker(
+      handleWhen((error) => failureWhen(convertPolicyError(name, config, error))),
       { halfOpenAfter: config.recoveryTimeoutMs, breaker: new ConsecutiveBreaker(config.failureThreshold) },
     );
     const retryPolicy = retry(
-      handleWhen((error) => classifier.classify(error) === 'transient'),
+      handleWhen((error) => {
+        const category = classifier.classify(error);
+        return category !== 'circuit-open' && category !== 'caller' && retryWhen(convertPolicyError(name, config, error));
+      }),
       {
         maxAttempts: config.maxRetries,
         backoff: new ExponentialBackoff({
@@ -328,20 +341,20 @@ function validateScope(where: string, s: ResolvedScope): void {
   }
 }
 
-function convertPolicyError(scopeName: string, scope: Scope, error: unknown): unknown {
+function convertPolicyError(scopeName: string, config: ResolvedScope, error: unknown): unknown {
   if (error instanceof IsolatedCircuitError) {
     return new BcastError(ErrorCode.CircuitIsolated, `circuit "${scopeName}" is isolated`, { cause: error, details: { scope: scopeName } });
   }
   if (error instanceof BrokenCircuitError) {
-    return new BcastError(ErrorCode.CircuitOpen, `circuit "${scopeName}" is open after ${scope.config.failureThreshold} consecutive failures; last: ${scope.lastError ?? 'unknown'}`, {
+    return new BcastError(ErrorCode.CircuitOpen, `circuit "${scopeName}" is open after ${config.failureThreshold} consecutive failures`, {
       cause: error,
       details: { scope: scopeName },
     });
   }
   if (error instanceof TaskCancelledError) {
-    return new BcastError(ErrorCode.Timeout, `"${scopeName}" did not finish within ${String(scope.config.timeoutMs)} ms`, {
+    return new BcastError(ErrorCode.Timeout, `"${scopeName}" did not finish within ${String(config.timeoutMs)} ms`, {
       cause: error,
-      details: { scope: scopeName, timeoutMs: scope.config.timeoutMs },
+      details: { scope: scopeName, timeoutMs: config.timeoutMs },
     });
   }
   return error;

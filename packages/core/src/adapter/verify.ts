@@ -1,0 +1,75 @@
+import { ErrorCode } from '../errors/codes.js';
+import { isBcastError } from '../errors/BcastError.js';
+import { isOriginAllowed, resolveIdentity, withDeadline, type AuthResult, type Identity, type OriginPolicy } from './identity.js';
+
+/** The options every adapter takes, with one meaning and one name everywhere. */
+export interface AdapterOptions<R> {
+  /**
+   * Identity of a connection, decided before it is accepted: a user id, an identity object, or
+   * false to refuse (401 / `unauthorized`). A throw is a refusal; no answer within
+   * `authTimeoutMs` is 503 / `unauthorized`. Without it every connection is accepted, anonymous.
+   */
+  authenticate?: (request: R) => AuthResult | Promise<AuthResult>;
+  /** Deadline of `authenticate`. @default 5_000 */
+  authTimeoutMs?: number;
+  /** Origins that may connect (checked before `authenticate`; cross-site WebSocket hijacking guard). @default undefined (any) */
+  allowedOrigins?: OriginPolicy;
+  /** Refuse requests without an Origin header when `allowedOrigins` is a list. @default false */
+  requireOrigin?: boolean;
+  /** How long `dispose()` waits for clients to answer its 1001 close before terminating them. @default 1_000 */
+  closeTimeoutMs?: number;
+  /**
+   * Coalesce bursts: the first broadcast of a tick is written at once; from the second on, writes
+   * are held and leave each socket in one syscall at the end of the tick (a socket destroyed in
+   * that tick, or holding 64 KiB, is let go first). `false`: one write per message. @default true
+   */
+  coalesce?: boolean;
+}
+
+/** What an attach function returns, on every adapter. */
+export interface Attachment {
+  /** Closes this attachment's clients with 1001 (terminating those that do not answer within `closeTimeoutMs`), removes its listeners and hooks. */
+  dispose(): Promise<void>;
+}
+
+/** Why a connection was refused, and the HTTP status an upgrade gets for it. */
+export type Refusal = { readonly reason: 'origin'; readonly status: 403 } | { readonly reason: 'unauthorized'; readonly status: 401 } | { readonly reason: 'timeout' | 'closing'; readonly status: 503 };
+
+export type Verdict = { readonly identity: Identity; readonly refusal?: undefined } | { readonly identity?: undefined; readonly refusal: Refusal };
+
+export interface Verifier<R> {
+  /** Origin first (403), then `authenticate` under its deadline (401, or 503 when it does not answer). */
+  (request: R, origin: string | undefined): Promise<Verdict>;
+  /** Refuses everything from now on (503): the adapter is going away. */
+  dispose(): void;
+}
+
+/** The identity of connections accepted without `authenticate`. */
+export const anonymous: Identity = Object.freeze({ userId: undefined, data: undefined });
+
+const refusals = {
+  origin: { reason: 'origin', status: 403 },
+  unauthorized: { reason: 'unauthorized', status: 401 },
+  timeout: { reason: 'timeout', status: 503 },
+  closing: { reason: 'closing', status: 503 },
+} as const;
+
+/** The checks every connection passes before it is accepted, shared by all adapters. */
+export function createVerifier<R>(options: AdapterOptions<R>): Verifier<R> {
+  const { authenticate, allowedOrigins, requireOrigin = false, authTimeoutMs = 5_000 } = options;
+  let disposed = false;
+  const verify = async (request: R, origin: string | undefined): Promise<Verdict> => {
+    if (disposed) return { refusal: refusals.closing };
+    if (!isOriginAllowed(origin, allowedOrigins, requireOrigin)) return { refusal: refusals.origin };
+    if (!authenticate) return { identity: anonymous };
+    let identity: Identity | undefined;
+    try {
+      identity = resolveIdentity(await withDeadline(() => authenticate(request), authTimeoutMs));
+    } catch (error) {
+      return { refusal: isBcastError(error, ErrorCode.Timeout) ? refusals.timeout : refusals.unauthorized };
+    }
+    if (disposed) return { refusal: refusals.closing };
+    return identity ? { identity } : { refusal: refusals.unauthorized };
+  };
+  return Object.assign(verify, { dispose: () => void (disposed = true) });
+}

@@ -1,0 +1,172 @@
+import { context as otelContext, propagation as otelPropagation } from '@opentelemetry/api';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { isBcastError, type BcastError } from '../errors/BcastError.js';
+import { ErrorCode } from '../errors/codes.js';
+import type { BroadcastExecutor, BroadcastJob } from '../execution/BroadcastExecutor.js';
+import type { ExecutionEngine, Propagation } from '../execution/ExecutionEngine.js';
+import type { ConnectionLifecycle } from '../lifecycle/ConnectionLifecycle.js';
+import type { ExecutionMonitor } from '../monitor/ExecutionMonitor.js';
+import { BACKPLANE_SCOPE, type ResolvedOptions } from '../options.js';
+import type { ScopeOptions } from '../reliability/ReliabilityManager.js';
+import type { Backplane, BackplaneEnvelope } from './Backplane.js';
+import { envelopeProblem, fromEnvelope, toEnvelope } from './envelope.js';
+
+/** Without one successful publish for this long, publish timeouts count against the circuit: slow has become down. */
+export const STALL_MS = 2_000;
+
+export interface BridgeDeps {
+  readonly backplane: Backplane;
+  readonly engine: ExecutionEngine;
+  readonly executor: BroadcastExecutor;
+  readonly lifecycle: ConnectionLifecycle;
+  readonly monitor: ExecutionMonitor;
+  readonly options: ResolvedOptions;
+}
+
+/**
+ * Between this node and the others. Outgoing: the propagation step the engine runs (under the
+ * `backplane` reliability scope) beside each local broadcast. Incoming: every envelope is
+ * untrusted input, checked (shape, signature, then the same limits as a local broadcast) and
+ * delivered as one remote operation (one `bcast.deliver` span, counted as remote).
+ *
+ * Slow is not down: a publish that timed out may still be delivered, so it is `unknown`, never
+ * retried, and it counts against the circuit only when nothing has been published for
+ * {@link STALL_MS}. Only a publish the backplane says was never written (`details.written:
+ * false`) is retried.
+ */
+export class BackplaneBridge implements Propagation<BroadcastJob> {
+  readonly scope = BACKPLANE_SCOPE;
+  readonly #d: BridgeDeps;
+  #lastPublishedAt = Date.now();
+  #unsubscribe: (() => void) | undefined;
+  #stopped = false;
+  readonly subscribed: Promise<void>;
+
+  constructor(deps: BridgeDeps) {
+    this.#d = deps;
+    this.subscribed = this.#subscribe();
+  }
+
+  /** The retry and circuit predicates of the backplane scope. */
+  static predicates(bridge: () => BackplaneBridge | undefined): Pick<ScopeOptions, 'retryWhen' | 'failureWhen'> {
+    return {
+      retryWhen: (error) => isBcastError(error) && error.details?.['written'] === false,
+      failureWhen: (error) => {
+        if (!isBcastError(error)) return true;
+        if (error.code === ErrorCode.Timeout) return bridge()?.stalled() ?? true;
+        return error.code !== ErrorCode.CircuitOpen && error.code !== ErrorCode.CircuitIsolated;
+      },
+    };
+  }
+
+  /** True when no publish has succeeded for {@link STALL_MS}. */
+  stalled(): boolean {
+    return Date.now() - this.#lastPublishedAt >= STALL_MS;
+  }
+
+  // ---- outgoing (the engine's propagation step) ----------------------------------------------
+
+  wanted(job: BroadcastJob): boolean {
+    return job.origin === 'local' && job.request.localOnly !== true && this.#d.backplane.isLocal !== true;
+  }
+
+  async propagate(job: BroadcastJob, signal: AbortSignal): Promise<void> {
+    const carrier: Record<string, string> = {};
+    otelPropagation.inject(otelContext.active(), carrier);
+    const envelope = sign(toEnvelope(job.request, job.encoded!, this.#d.backplane.nodeId, carrier), this.#d.options.signingKey);
+    await this.#d.backplane.publish(envelope, { signal });
+    this.#lastPublishedAt = Date.now();
+    this.#d.monitor.recordBackplane('published');
+  }
+
+  failed(error: BcastError): 'failed' | 'unknown' {
+    const m = this.#d.monitor;
+    if (error.code === ErrorCode.Timeout) {
+      m.recordBackplane('publish-unknown');
+      return 'unknown';
+    }
+    m.recordBackplane('publish-error');
+    m.recordDropped(error.code === ErrorCode.CircuitOpen || error.code === ErrorCode.CircuitIsolated ? 'circuit_open' : 'publish_error');
+    return 'failed';
+  }
+
+  // ---- incoming -----------------------------------------------------------------------------
+
+  /** Stops delivering envelopes from other nodes. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.subscribed;
+    this.#unsubscribe?.();
+    this.#unsubscribe = undefined;
+  }
+
+  async #subscribe(): Promise<void> {
+    if (this.#d.backplane.isLocal) return;
+    try {
+      this.#unsubscribe = await this.#d.backplane.subscribe((envelope) => this.#receive(envelope));
+      if (this.#stopped) this.#unsubscribe();
+    } catch (error) {
+      this.#d.options.log('error', 'backplane subscribe failed', error);
+    }
+  }
+
+  #receive(raw: unknown): void {
+    if (this.#stopped) return;
+    const { monitor, backplane, options } = this.#d;
+    const problem = envelopeProblem(raw);
+    if (problem !== undefined) return monitor.recordBackplaneDropped('invalid');
+    const envelope = raw as BackplaneEnvelope;
+    if (envelope.nodeId === backplane.nodeId) return; // our own, echoed by the bus
+    if (options.signingKey !== undefined && !verify(envelope, options.signingKey)) return monitor.recordBackplaneDropped('signature');
+    if (tooLarge(envelope, options.limits.maxMessageBytes)) return monitor.recordBackplaneDropped('too_large');
+    monitor.recordBackplane('received');
+    const job: BroadcastJob = { ...fromEnvelope(envelope), origin: 'remote', source: { nodeId: envelope.nodeId, envelopeId: envelope.id } };
+    const parent = envelope.trace ? otelPropagation.extract(otelContext.active(), envelope.trace) : otelContext.active();
+    this.#d.engine.execute(this.#d.executor, job, { parent }).then(
+      (outcome) => {
+        if (outcome.result) this.#d.lifecycle.settle(outcome.result.removals);
+        else if (outcome.status === 'rejected') monitor.recordBackplaneDropped(dropReason(outcome.error));
+      },
+      (error: unknown) => options.log('error', 'remote delivery failed', error),
+    );
+  }
+}
+
+/** A bound checked before the payload is decoded: its UTF-8 (or base64-decoded) size is at least this. */
+function tooLarge(envelope: BackplaneEnvelope, maxBytes: number): boolean {
+  const n = envelope.payload.length;
+  return envelope.enc === 'binary' ? Math.floor((n * 3) / 4) - 2 > maxBytes : n > maxBytes;
+}
+
+function dropReason(error: BcastError | undefined): string {
+  switch (error?.code) {
+    case ErrorCode.MessageTooLarge:
+      return 'too_large';
+    case ErrorCode.InvalidRoom:
+    case ErrorCode.InvalidUser:
+    case ErrorCode.InvalidTarget:
+      return 'invalid_target';
+    default:
+      return 'invalid';
+  }
+}
+
+/** The signed content, in a fixed order whatever order the fields arrived in. */
+function signedText(e: BackplaneEnvelope): string {
+  return JSON.stringify([e.v, e.id, e.nodeId, e.op, e.target ?? null, e.except ?? null, e.enc, e.payload, e.type ?? null, e.volatile === true, e.ts]);
+}
+
+function mac(envelope: BackplaneEnvelope, key: Uint8Array): Buffer {
+  return createHmac('sha256', key).update(signedText(envelope)).digest();
+}
+
+function sign(envelope: BackplaneEnvelope, key: Uint8Array | undefined): BackplaneEnvelope {
+  return key === undefined ? envelope : { ...envelope, sig: mac(envelope, key).toString('base64url') };
+}
+
+function verify(envelope: BackplaneEnvelope, key: Uint8Array): boolean {
+  if (typeof envelope.sig !== 'string') return false;
+  const given = Buffer.from(envelope.sig, 'base64url');
+  const expected = mac(envelope, key);
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}

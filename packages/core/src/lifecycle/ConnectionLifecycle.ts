@@ -1,0 +1,282 @@
+import type { Connection } from '../connection/Connection.js';
+import { encodeMessage } from '../connection/EncodedMessage.js';
+import { BcastError } from '../errors/BcastError.js';
+import { CloseCode, CloseReason, ErrorCode } from '../errors/codes.js';
+import type { Removal, RemovalReason } from '../execution/BroadcastExecutor.js';
+import type { ExecutionMonitor } from '../monitor/ExecutionMonitor.js';
+import type { ResolvedOptions } from '../options.js';
+import { InboundState, handleInbound, takeToken, type InboundHost } from '../protocol/InboundProtocol.js';
+import type { ProtocolErrorCode, ServerReply } from '../protocol/messages.js';
+import type { ConnectionEntry, ConnectionRegistry } from '../registry/ConnectionRegistry.js';
+import type { RoomRegistry } from '../registry/RoomRegistry.js';
+
+/** What an adapter gets back from `Broadcaster.register`: report the socket's events here. */
+export interface ConnectionHandle {
+  readonly entry: ConnectionEntry;
+  /**
+   * An inbound frame. Frames of one connection take effect in the order they arrive, and their
+   * replies are sent in that order, even when a hook (`authorizeJoin`, `onMessage`) is async.
+   * Resolves once this frame was handled.
+   */
+  message(data: string | Buffer, isBinary?: boolean): Promise<void>;
+  /** A transport-level pong (or any sign of life). */
+  pong(): void;
+  /** The socket closed (for any reason). Idempotent. */
+  closed(code?: number, reason?: string): void;
+}
+
+export interface LifecycleDeps {
+  readonly connections: ConnectionRegistry;
+  readonly rooms: RoomRegistry;
+  readonly monitor: ExecutionMonitor;
+  readonly options: ResolvedOptions;
+}
+
+/**
+ * The life of every connection: registration, the handle an adapter reports to, the heartbeat,
+ * the client protocol (in order, per connection), closing and unregistering, and the timers that
+ * terminate a connection that does not close in time. It owns the write side of the registries.
+ */
+export class ConnectionLifecycle implements InboundHost {
+  readonly #d: LifecycleDeps;
+  /** Pending forced terminations: timer -> connection. */
+  readonly #timers = new Map<NodeJS.Timeout, Connection>();
+  readonly #inbound = new WeakMap<ConnectionEntry, InboundState>();
+  readonly #heartbeat: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  constructor(deps: LifecycleDeps) {
+    this.#d = deps;
+    const interval = deps.options.pingIntervalMs;
+    if (interval > 0) {
+      this.#heartbeat = setInterval(() => this.#tick(), interval);
+      this.#heartbeat.unref();
+    }
+  }
+
+  get options(): ResolvedOptions['hooks'] {
+    return this.#d.options.hooks;
+  }
+
+  get resolved(): ResolvedOptions['inbound'] {
+    return this.#d.options.inbound;
+  }
+
+  /** Registers a live connection; a second registration under the same id replaces the first. */
+  register(connection: Connection): ConnectionHandle {
+    if (this.#closed) {
+      connection.close(CloseCode.GoingAway, CloseReason.ServerShutdown);
+      throw new BcastError(ErrorCode.Shutdown, 'the broadcaster is disposed');
+    }
+    const { connections, monitor } = this.#d;
+    const previous = connections.get(connection.id);
+    if (previous) this.unregister(previous, CloseCode.GoingAway, 'replaced');
+    const entry = connections.add(connection);
+    monitor.connectionOpened();
+    this.#hook('onConnect', () => this.options.onConnect?.(entry));
+    return new Handle(entry, this);
+  }
+
+  /** Forgets a connection (its socket closed). Idempotent; the app's onDisconnect hears it once. */
+  unregister(entry: ConnectionEntry, code: number, reason: string): void {
+    entry.isClosing = true;
+    const { connections, rooms, monitor } = this.#d;
+    if (connections.get(entry.id) !== entry) return;
+    connections.remove(entry.id);
+    rooms.leaveAll(entry.id);
+    monitor.connectionClosed();
+    this.#hook('onDisconnect', () => this.options.onDisconnect?.(entry, code, reason));
+  }
+
+  /**
+   * Closes a connection with a code and reason and unregisters it now. `terminateAfterMs` forces
+   * the socket shut if it has not closed by then. A connection the app already marked closing is
+   * not sent a second close.
+   */
+  remove(entry: ConnectionEntry, code: number, reason: string, cause: RemovalReason | undefined, terminateAfterMs?: number, alreadyClosing = entry.isClosing): void {
+    if (cause !== undefined) this.#d.monitor.recordDisconnect(code, cause);
+    const conn = entry.connection;
+    // Unregister first: a transport that reports the close synchronously from inside close()
+    // (socket.io's disconnect) then finds nothing left to unregister, and our code and reason win.
+    this.unregister(entry, code, reason);
+    if (!alreadyClosing) {
+      try {
+        conn.close(code, reason);
+      } catch (error) {
+        this.log('warn', `closing connection ${entry.id} failed`, error);
+      }
+    }
+    if (terminateAfterMs !== undefined) this.#terminateLater(conn, terminateAfterMs);
+  }
+
+  /** Acts on what a fan-out found: every dead or slow connection is closed and unregistered. */
+  settle(removals: readonly Removal[]): void {
+    for (const r of removals) this.remove(r.entry, r.code, r.reason, r.cause, r.terminateAfterMs ?? this.#d.options.closeTimeoutMs, false);
+  }
+
+  /** Closes a connection by id with a code and reason. False when unknown. */
+  disconnect(connectionId: string, code: number, reason: string): boolean {
+    const entry = this.#d.connections.get(connectionId);
+    if (!entry) return false;
+    this.remove(entry, code, reason, undefined, this.#d.options.closeTimeoutMs);
+    return true;
+  }
+
+  /** Stops the heartbeat, closes every connection with `code`, and terminates what has not closed in time. */
+  close(code: number, reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    // Connections already closing (slow consumers...) are terminated now rather than forgotten.
+    for (const [timer, conn] of this.#timers) {
+      clearTimeout(timer);
+      if (conn.isOpen || conn.bufferedBytes > 0) terminate(conn);
+    }
+    this.#timers.clear();
+    for (const entry of [...this.#d.connections.entries()]) this.remove(entry, code, reason, 'shutdown', this.#d.options.closeTimeoutMs);
+  }
+
+  // ---- the client protocol (InboundHost) ----------------------------------------------------
+
+  /** One frame, queued behind the frames of the same connection that are still being handled. */
+  inbound(entry: ConnectionEntry, data: string | Buffer, isBinary: boolean): Promise<void> {
+    let state = this.#inbound.get(entry);
+    if (state === undefined) {
+      state = new InboundState(this.resolved.rateLimitBurst, entry.lastSeenAt);
+      this.#inbound.set(entry, state);
+    }
+    const s = state;
+    // The rate is measured when frames arrive, not when their turn comes.
+    const admitted = !this.resolved.protocol || isBinary || takeToken(s, this.resolved, Date.now());
+    s.pending += 1;
+    if (s.pending > this.resolved.rateLimitBurst * 2) {
+      // A client that keeps sending while its earlier frames wait on a hook: it cannot be served in order.
+      this.remove(entry, CloseCode.PolicyViolation, CloseReason.PolicyViolation, 'policy_violation', this.#d.options.closeTimeoutMs);
+      return s.tail;
+    }
+    s.tail = s.tail.then(() => {
+      s.pending -= 1;
+      return entry.isClosing ? undefined : handleInbound(this, entry, data, isBinary, admitted);
+    });
+    return s.tail;
+  }
+
+  reply(entry: ConnectionEntry, reply: ServerReply): void {
+    if (entry.isClosing || !entry.connection.isOpen) return;
+    try {
+      entry.connection.send(encodeMessage(reply));
+    } catch (error) {
+      this.log('warn', `reply to connection ${entry.id} failed`, error);
+    }
+  }
+
+  join(entry: ConnectionEntry, room: string): void {
+    this.#d.rooms.join(entry.id, room);
+  }
+
+  leave(entry: ConnectionEntry, room: string): boolean {
+    return this.#d.rooms.leave(entry.id, room);
+  }
+
+  roomCount(entry: ConnectionEntry): number {
+    return this.#d.rooms.roomsOf(entry.id).size;
+  }
+
+  isMember(entry: ConnectionEntry, room: string): boolean {
+    return this.#d.rooms.roomsOf(entry.id).has(room);
+  }
+
+  /** Counts a rejection; closes the connection with 1008 (and returns true) on sustained abuse. */
+  reject(entry: ConnectionEntry, code: ProtocolErrorCode): boolean {
+    this.#d.monitor.recordInboundRejected(code);
+    const state = this.#inbound.get(entry);
+    if (!state) return false;
+    const now = Date.now();
+    const r = this.resolved;
+    if (now - state.windowStart > r.abuseWindowMs) {
+      state.windowStart = now;
+      state.rejections = 0;
+    }
+    state.rejections += 1;
+    if (state.rejections <= r.maxRejections) return false;
+    this.remove(entry, CloseCode.PolicyViolation, CloseReason.PolicyViolation, 'policy_violation', this.#d.options.closeTimeoutMs);
+    return true;
+  }
+
+  log(level: 'warn' | 'error', message: string, error?: unknown): void {
+    this.#d.options.log(level, message, error);
+  }
+
+  // ---- internals ----------------------------------------------------------------------------
+
+  #terminateLater(conn: Connection, afterMs: number): void {
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      if (conn.isOpen || conn.bufferedBytes > 0) terminate(conn);
+    }, afterMs);
+    timer.unref();
+    this.#timers.set(timer, conn);
+  }
+
+  #tick(): void {
+    for (const entry of this.#d.connections.entries()) {
+      const conn = entry.connection;
+      if (!conn.ping || entry.isClosing) continue;
+      if (entry.awaitingPong) {
+        this.#d.monitor.recordDisconnect(CloseCode.GoingAway, 'no_pong');
+        entry.isClosing = true;
+        terminate(conn);
+        this.unregister(entry, CloseCode.GoingAway, CloseReason.Unresponsive);
+        continue;
+      }
+      entry.awaitingPong = true;
+      try {
+        conn.ping();
+      } catch {
+        // a failed ping is a dead connection; the next tick terminates it
+      }
+    }
+  }
+
+  #hook(name: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (error) {
+      this.log('error', `${name} hook threw`, error);
+    }
+  }
+}
+
+function terminate(conn: Connection): void {
+  try {
+    if (conn.terminate) conn.terminate();
+    else conn.close(CloseCode.GoingAway, CloseReason.Unresponsive);
+  } catch {
+    // already gone
+  }
+}
+
+/** One small object per connection (no closures); inbound state is created on the first frame. */
+class Handle implements ConnectionHandle {
+  constructor(
+    readonly entry: ConnectionEntry,
+    readonly lifecycle: ConnectionLifecycle,
+  ) {}
+
+  message(data: string | Buffer, isBinary = false): Promise<void> {
+    const entry = this.entry;
+    entry.lastSeenAt = Date.now();
+    entry.awaitingPong = false;
+    if (entry.isClosing) return Promise.resolve();
+    return this.lifecycle.inbound(entry, data, isBinary);
+  }
+
+  pong(): void {
+    this.entry.lastSeenAt = Date.now();
+    this.entry.awaitingPong = false;
+  }
+
+  closed(code: number = CloseCode.GoingAway, reason = ''): void {
+    this.lifecycle.unregister(this.entry, code, reason);
+  }
+}

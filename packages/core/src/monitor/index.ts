@@ -1,1 +1,0 @@
-export { ExecutionMonitor, type MonitorOptions, type MonitorStats, type OperationStats, type Outcome } from './ExecutionMonitor.js';

@@ -1,0 +1,129 @@
+import type { MeterProvider, TracerProvider } from '@opentelemetry/api';
+import type { Backplane } from './backplane/Backplane.js';
+import { DEFAULT_MAX_MESSAGE_BYTES } from './connection/EncodedMessage.js';
+import { BcastError } from './errors/BcastError.js';
+import type { ErrorClassifier } from './errors/classify.js';
+import { ErrorCode } from './errors/codes.js';
+import type { BroadcastLimits } from './execution/BroadcastExecutor.js';
+import { resolveInbound, type InboundOptions, type ResolvedInbound } from './protocol/InboundProtocol.js';
+import type { ConnectionEntry } from './registry/ConnectionRegistry.js';
+import type { ReliabilityOptions, ScopeOptions } from './reliability/ReliabilityManager.js';
+
+export type Logger = Pick<Console, 'warn' | 'error'>;
+
+export interface BroadcasterOptions extends InboundOptions {
+  /** Largest encoded message accepted from a caller or from another node. @default 1_048_576 (1 MiB) */
+  maxMessageBytes?: number;
+  /** A connection with more buffered bytes is a slow consumer: closed with 1013. @default 1_048_576 */
+  maxBufferedBytes?: number;
+  /** Above this, messages sent with `volatile` are dropped for that connection. @default 262_144 */
+  volatileBufferedBytes?: number;
+  /** Longest room id. @default 128 */
+  maxRoomIdLength?: number;
+  /** Longest user id. @default 256 */
+  maxUserIdLength?: number;
+  /** Heartbeat: ping connections that support it; one missed pong terminates. 0 disables. @default 30_000 */
+  pingIntervalMs?: number;
+  /** Time a connection bcast closes gets to finish its close handshake before it is terminated. @default 1_000 */
+  closeTimeoutMs?: number;
+  /** @deprecated the old name of `closeTimeoutMs` */
+  closeGraceMs?: number;
+  /** Retry and circuit-breaker settings; the `backplane` scope guards publishes. */
+  reliability?: ReliabilityOptions;
+  /** Propagation to other nodes. @default an in-process LocalBackplane */
+  backplane?: Backplane;
+  /**
+   * Shared secret of the cluster: envelopes are signed (HMAC-SHA256) on publish, and envelopes
+   * without a valid signature are dropped and counted (`bcast.backplane.dropped{bcast.reason=signature}`).
+   * @default undefined (envelopes are not signed)
+   */
+  signingKey?: string | Uint8Array;
+  /**
+   * Put room names on spans (`messaging.destination.name`). Off by default: room names such as
+   * `alice:inbox` often carry user ids, and bcast records none unless the app opts in.
+   * @default false
+   */
+  traceRoomNames?: boolean;
+  tracerProvider?: TracerProvider;
+  meterProvider?: MeterProvider;
+  classifier?: ErrorClassifier;
+  /** Where warnings go. @default console */
+  logger?: Logger;
+  /** Called after a connection is registered / unregistered. A throw is logged and ignored. */
+  onConnect?: (connection: ConnectionEntry) => void;
+  onDisconnect?: (connection: ConnectionEntry, code: number, reason: string) => void;
+}
+
+export type Log = (level: 'warn' | 'error', message: string, error?: unknown) => void;
+
+/** Every option checked and defaulted once, at construction. */
+export interface ResolvedOptions {
+  readonly limits: BroadcastLimits;
+  readonly pingIntervalMs: number;
+  readonly closeTimeoutMs: number;
+  readonly inbound: ResolvedInbound;
+  readonly hooks: InboundOptions & Pick<BroadcasterOptions, 'onConnect' | 'onDisconnect'>;
+  readonly signingKey: Uint8Array | undefined;
+  readonly traceRoomNames: boolean;
+  readonly log: Log;
+}
+
+/** Name of the reliability scope that guards backplane publishes. */
+export const BACKPLANE_SCOPE = 'backplane';
+
+/** The backplane scope's defaults: a short timeout and quick retries, since a caller is awaiting the broadcast. */
+export const backplaneScopeDefaults = { timeoutMs: 250, retry: { maxRetries: 2, baseDelayMs: 50, maxDelayMs: 500 } } as const;
+
+export function resolveOptions(options: BroadcasterOptions): ResolvedOptions {
+  const logger = options.logger ?? console;
+  const log: Log = (level, message, error) => {
+    try {
+      if (error === undefined) logger[level](`[bcast] ${message}`);
+      else logger[level](`[bcast] ${message}:`, error instanceof Error ? error.message : error);
+    } catch {
+      // logging never breaks anything
+    }
+  };
+  const key = options.signingKey;
+  if (key !== undefined && !(typeof key === 'string' ? key.length > 0 : key instanceof Uint8Array && key.byteLength > 0)) {
+    throw new BcastError(ErrorCode.InvalidOption, 'signingKey must be a non-empty string or Uint8Array', { details: { option: 'signingKey' } });
+  }
+  return {
+    limits: {
+      maxMessageBytes: positive('maxMessageBytes', options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES),
+      maxBufferedBytes: positive('maxBufferedBytes', options.maxBufferedBytes ?? 1024 * 1024),
+      volatileBufferedBytes: positive('volatileBufferedBytes', options.volatileBufferedBytes ?? 256 * 1024),
+      maxRoomIdLength: positive('maxRoomIdLength', options.maxRoomIdLength ?? 128),
+      maxUserIdLength: positive('maxUserIdLength', options.maxUserIdLength ?? 256),
+    },
+    pingIntervalMs: positive('pingIntervalMs', options.pingIntervalMs ?? 30_000, true),
+    closeTimeoutMs: positive('closeTimeoutMs', options.closeTimeoutMs ?? options.closeGraceMs ?? 1_000, true),
+    inbound: resolveInbound(options),
+    hooks: options,
+    signingKey: key === undefined ? undefined : typeof key === 'string' ? Buffer.from(key, 'utf8') : key,
+    traceRoomNames: options.traceRoomNames === true,
+    log,
+  };
+}
+
+/** The reliability options with the backplane scope's defaults and predicates under the caller's overrides. */
+export function withBackplaneScope(top: ReliabilityOptions, predicates: Pick<ScopeOptions, 'retryWhen' | 'failureWhen'>): ReliabilityOptions {
+  const scope = top.scopes?.[BACKPLANE_SCOPE];
+  const merged: ScopeOptions = {
+    timeoutMs: scope && 'timeoutMs' in scope ? scope.timeoutMs : (top.timeoutMs ?? backplaneScopeDefaults.timeoutMs),
+    retry: { ...backplaneScopeDefaults.retry, ...top.retry, ...scope?.retry },
+    ...(scope?.circuitBreaker ? { circuitBreaker: scope.circuitBreaker } : {}),
+    retryWhen: scope?.retryWhen ?? predicates.retryWhen,
+    failureWhen: scope?.failureWhen ?? predicates.failureWhen,
+  };
+  return { ...top, scopes: { ...top.scopes, [BACKPLANE_SCOPE]: merged } };
+}
+
+export function positive(name: string, value: number, allowZero = false): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) {
+    throw new BcastError(ErrorCode.InvalidOption, `${name} must be a ${allowZero ? 'non-negative' : 'positive'} number, got ${String(value)}`, {
+      details: { option: name, value },
+    });
+  }
+  return value;
+}

@@ -1,2 +1,0 @@
-export { ConnectionRegistry, type ConnectionEntry } from './ConnectionRegistry.js';
-export { RoomRegistry, type RoomEvent } from './RoomRegistry.js';
