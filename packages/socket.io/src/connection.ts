@@ -24,8 +24,8 @@ interface EngineWs {
   readonly _socket?: Partial<CorkableStream> & { readonly writableEnded?: boolean };
 }
 
-export /** The engine.io / socket.io internals used here, all feature-checked (see docs/decisions-socketio.md). */
-interface EngineConn {
+/** The engine.io / socket.io internals used here, all feature-checked (docs/decisions.md, 13). */
+export interface EngineConn {
   readonly readyState: string;
   readonly writeBuffer?: ReadonlyArray<{ data?: unknown }>;
   readonly transport?: { readonly name?: string; readonly writable?: boolean; readonly perMessageDeflate?: unknown; socket?: EngineWs };
@@ -39,7 +39,6 @@ export interface Internals {
 }
 /** A broadcast's packet, encoded once; `frame`: its whole WebSocket frame, when engine.io's adapter pre-built one. */
 type Prepared = { readonly packet: object; readonly packets: unknown[]; readonly opts: object; readonly frame: Buffer | undefined };
-
 
 const RESERVED_EVENTS = new Set(['connect', 'connect_error', 'disconnect', 'disconnecting', 'newListener', 'removeListener']);
 const EVENT_PACKET = 2; // socket.io-parser PacketType.EVENT; the encoder turns it into BINARY_EVENT when needed
@@ -105,8 +104,8 @@ export function terminateConn(conn: EngineConn): void {
   return typeof ws?.terminate === 'function' ? ws.terminate() : conn.close(true);
 }
 
-export /** A class rather than an object literal with getters: one small object, fast property access. */
-class SocketIoConnection implements Connection {
+/** A class rather than an object literal with getters: one small object, fast property access. */
+export class SocketIoConnection implements Connection {
   readonly id: string;
   readonly userId: string | undefined;
   readonly data: unknown;

@@ -1,17 +1,6 @@
 import { CloseCode, type Broadcaster } from '@bcast/core';
-import {
-  ConnectionTracker,
-  coalescerFor,
-  createVerifier,
-  deliverInbound,
-  isOriginAllowed,
-  type AdapterOptions,
-  type Attachment,
-  type Connection,
-  type ConnectionHandle,
-  type Identity,
-  type OriginPolicy,
-} from '@bcast/core/adapter';
+import { ConnectionTracker, coalescerFor, createVerifier, deliverInbound, isOriginAllowed } from '@bcast/core/adapter';
+import type { AdapterOptions, Attachment, Connection, ConnectionHandle, Identity, OriginPolicy } from '@bcast/core/adapter';
 import type { Namespace, Server, Socket } from 'socket.io';
 import { SocketIoConnection, checkEvent, terminateConn, type EngineConn, type SocketIoConnectionInit } from './connection.js';
 

@@ -15,42 +15,19 @@ import type { WebSocket } from 'ws';
  * permessage-deflate, or ws has queued work, the message goes through `ws.send` as usual.
  */
 
-interface FrameOptions {
-  fin: boolean;
-  mask: boolean;
-  opcode: number;
-  readOnly: boolean;
-  rsv1: boolean;
-}
-
-type FrameFn = (data: Buffer, options: FrameOptions) => Buffer[];
-
-interface TransportSocket {
-  readonly destroyed?: boolean;
-  readonly writable?: boolean;
-  readonly writableEnded?: boolean;
-  write?: unknown;
-}
-
+type FrameFn = (data: Buffer, options: { fin: boolean; mask: boolean; opcode: number; readOnly: boolean; rsv1: boolean }) => Buffer[];
+type TransportSocket = CorkableStream & { readonly writable?: boolean; readonly writableEnded?: boolean };
+/** The ws internals read here (see above). */
 interface SenderInternals {
   readonly constructor: { readonly frame?: unknown };
-  readonly _socket?: TransportSocket;
+  readonly _socket?: Partial<TransportSocket>;
   readonly _state?: unknown;
   readonly _bufferedBytes?: unknown;
   readonly _firstFragment?: unknown;
 }
-
-interface WsInternals {
-  readonly _sender?: SenderInternals | null;
-  readonly _extensions?: Record<string, unknown>;
-}
-
+type WsInternals = { readonly _sender?: SenderInternals | null; readonly _extensions?: Record<string, unknown> };
 /** What never changes for an open socket: its Sender, its TCP socket and ws's `Sender.frame`. */
-interface Wire {
-  readonly sender: SenderInternals;
-  readonly socket: TransportSocket & CorkableStream;
-  readonly frame: FrameFn;
-}
+type Wire = { readonly sender: SenderInternals; readonly socket: TransportSocket; readonly frame: FrameFn };
 
 const OPEN = 1;
 /** ws's Sender state when no deflate or blob read is in progress. */
@@ -65,7 +42,7 @@ function wireOf(ws: WebSocket): Wire | null {
   const sender = internals._sender;
   if (!sender || internals._extensions?.['permessage-deflate'] !== undefined) return null;
   const frame = sender.constructor.frame;
-  const socket = sender._socket as Wire['socket'] | undefined;
+  const socket = sender._socket as TransportSocket | undefined;
   if (typeof frame !== 'function' || typeof socket?.write !== 'function' || typeof socket.cork !== 'function') return null;
   if (typeof sender._state !== 'number' || typeof sender._bufferedBytes !== 'number') return null;
   return { sender, socket, frame: frame as FrameFn };
@@ -112,7 +89,6 @@ export class WsConnection implements Connection {
   get isOpen(): boolean {
     return this.ws.readyState === OPEN;
   }
-
   get bufferedBytes(): number {
     return this.ws.bufferedAmount;
   }
@@ -145,11 +121,9 @@ export class WsConnection implements Connection {
   close(code: number, reason: string): void {
     this.ws.close(code, reason);
   }
-
   terminate(): void {
     this.ws.terminate();
   }
-
   ping(): void {
     this.ws.ping();
   }

@@ -1,20 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { BcastError, CloseCode, CloseReason, ErrorCode, type Broadcaster } from '@bcast/core';
-import {
-  ConnectionTracker,
-  anonymous,
-  coalescerFor,
-  createVerifier,
-  deliverInbound,
-  newConnectionId,
-  refuseUpgrade,
-  type AdapterOptions,
-  type Attachment,
-  type Connection,
-  type ConnectionHandle,
-  type Identity,
-} from '@bcast/core/adapter';
+import { ConnectionTracker, anonymous, coalescerFor, createVerifier, deliverInbound, newConnectionId, refuseUpgrade } from '@bcast/core/adapter';
+import type { AdapterOptions, Attachment, Connection, ConnectionHandle, Identity } from '@bcast/core/adapter';
 import type { WebSocket, WebSocketServer } from 'ws';
 import { WsConnection } from './frame.js';
 
@@ -23,7 +11,6 @@ export type WsAdapterOptions = AdapterOptions<IncomingMessage>;
 
 /** @deprecated the same as {@link Attachment}, the return type of every adapter. */
 export type WsAdapter = Attachment;
-
 export type { Attachment } from '@bcast/core/adapter';
 
 export interface UpgradeHandler extends Attachment {
