@@ -3,15 +3,18 @@
 // plumbing (listen, close, run as a script). Each app only wires its transport adapter.
 import { readFileSync, realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { ErrorCode, isBcastError } from '@bcast/core';
+import { ErrorClassifier, ErrorCode, isBcastError } from '@bcast/core';
 import { shutdownGlobalTelemetry } from './metrics.mjs';
+
+/** Tells a caller's bad input (400) from a server fault (500). */
+const callerErrors = new ErrorClassifier();
 
 export { appMetrics } from './metrics.mjs';
 
 /** @typedef {import('@bcast/core').Broadcaster} Broadcaster */
 /** @typedef {import('@bcast/core').ConnectionEntry} ConnectionEntry */
 /**
- * The legacy facade's surface the apps use (LEGACY_API.md).
+ * The legacy facade's surface the apps use (docs/legacy-api.md).
  * @typedef {object} Manager
  * @property {(message: unknown) => Promise<object>} broadcastToAll
  * @property {(userId: string, message: unknown) => Promise<boolean>} broadcastToUser
@@ -81,8 +84,8 @@ export function chatHooks(options = {}) {
 
   /** A direct answer to one connection (not a broadcast). */
   const reply = (/** @type {ConnectionEntry} */ entry, /** @type {object} */ message) => {
-    if (!broadcaster || entry.isClosing || !entry.connection.isOpen) return;
-    entry.connection.send(broadcaster.encode(message));
+    if (!broadcaster || entry.isClosing) return;
+    broadcaster.sendTo(entry.id, message, { localOnly: true }).catch((error) => logger.warn('[chat] reply failed:', error));
   };
 
   /**
@@ -245,7 +248,7 @@ async function broadcastRoute({ manager, broadcaster }, req) {
     return { status: 200, body: { target, room: b.room, result: await manager.broadcastToRoom(b.room, b.message) } };
   } catch (error) {
     if (isBcastError(error, ErrorCode.Shutdown)) return { status: 503, body: problem(error.code, error.message) };
-    if (isBcastError(error) && broadcaster.classifier.classify(error) === 'caller') return { status: 400, body: problem(error.code, error.message) };
+    if (isBcastError(error) && callerErrors.classify(error) === 'caller') return { status: 400, body: problem(error.code, error.message) };
     throw error;
   }
 }
