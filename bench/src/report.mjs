@@ -2,6 +2,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { median, range } from './common.mjs';
 import { aggregate } from './harness.mjs';
 import { BEFORE, baseName, beforeName, hasBefore, isBefore, resolveVariant } from './variants.mjs';
@@ -177,13 +178,14 @@ function pacingText(matrix) {
 /**
  * The fan-out section: settings, a table per (pacing, N, payload), the fixed-rate latency run, the
  * before/after ratios when the run has `@before` twins, and the targets.
- * @param {{plan: any, matrix: any, facts: any, command: string, title?: string, head?: string[], targets?: boolean}} input
- *   `head`: more lines for the list under the title; `targets: false` leaves the targets out.
+ * @param {{plan: any, matrix: any, facts: any, command: string, title?: string, head?: string[], targets?: boolean, elapsedMs?: number}} input
+ *   `head`: more lines for the list under the title; `targets: false` leaves the targets out;
+ *   `elapsedMs`: what "took" says (default: the matrix's time).
  */
-export function fanoutMarkdown({ plan, matrix, facts, command, title = '## Fan-out', head = [], targets = true }) {
+export function fanoutMarkdown({ plan, matrix, facts, command, title = '## Fan-out', head = [], targets = true, elapsedMs = matrix.elapsedMs }) {
   const cells = aggregate(matrix.sessions);
   const bursts = listOf(matrix.burst ?? 1);
-  const lines = [title, '', ...machineLines(facts, command, matrix.elapsedMs), ...head];
+  const lines = [title, '', ...machineLines(facts, command, elapsedMs), ...head];
   const perN = plan.clients.map((n) => `${int(Math.max(plan.minMessages ?? 10, Math.round(plan.deliveries / n)))} at N = ${int(n)}`).join(', ');
   lines.push(
     `- Settings: N = ${plan.clients.map(int).join(' and ')} clients in ${(matrix.clientProcesses ?? 1) === 1 ? 'one client process' : `${matrix.clientProcesses} client processes`} (bound round robin to 127.0.0.2-127.0.0.5, server on 127.0.0.1), ${clientText(matrix.client ?? 'library')}; ` +
@@ -426,9 +428,10 @@ export function sendPathLines(send) {
 /**
  * The section of `bench:renovation`: the fan-out at `--burst 1` and `--burst 10` with the
  * baseline's twins, the issue's targets, the interleaved per-message path and the scale run.
- * @param {{plan: any, matrix: any, scale?: any, send?: any[], facts: any, command: string, baseline?: {ref: string, hash: string, subject: string}, head?: {hash: string, dirty: boolean}}} input
+ * @param {{plan: any, matrix: any, scale?: any, send?: any[], facts: any, command: string, baseline?: {ref: string, hash: string, subject: string}, head?: {hash: string, dirty: boolean}, elapsedMs?: number}} input
+ *   `elapsedMs`: the whole run's time
  */
-export function renovationMarkdown({ plan, matrix, scale, send, facts, command, baseline, head }) {
+export function renovationMarkdown({ plan, matrix, scale, send, facts, command, baseline, head, elapsedMs }) {
   const cells = aggregate(matrix.sessions);
   const title = '## The core, renovated: before and after';
   const intro = [
@@ -436,7 +439,7 @@ export function renovationMarkdown({ plan, matrix, scale, send, facts, command, 
       ? `- Before: \`${baseline.ref}\` (${baseline.hash.slice(0, 9)}, "${baseline.subject}"), checked out in a temporary git worktree, installed (\`--frozen-lockfile\`) and built there; the \`(before)\` rows are the same server code on its packages. After: this checkout${head ? ` (${head.hash.slice(0, 9)}${head.dirty ? ' with uncommitted changes under packages/' : ''})` : ''}. Both in the same run, interleaved, with the same client load.`
       : '- **No baseline** (`--baseline <git-ref>`): the "before" rows and columns are empty.',
   ];
-  const lines = [fanoutMarkdown({ plan, matrix, facts, command, title, head: intro, targets: false })];
+  const lines = [fanoutMarkdown({ plan, matrix, facts, command, title, head: intro, targets: false, elapsedMs: elapsedMs ?? matrix.elapsedMs })];
   const failed = Object.fromEntries(matrix.sessions.filter((x) => x.error).map((x) => [x.variant, x.error]));
   const rows = evaluateTargets(cells, matrix.unavailable, RENOVATION_TARGETS, failed);
   const memory = scale ? memoryTargets(scale, RENOVATION_MEMORY_BYTES) : [];
@@ -478,11 +481,25 @@ const HEADER = `# bcast benchmark results
 Written by \`pnpm --filter @bcast/bench bench:renovation\` (before and after), \`pnpm bench\` (fan-out) and \`pnpm --filter @bcast/bench bench:scale\` (connection scale); each run replaces its own section. See README.md for what each variant is and how the load is paced.
 `;
 
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/**
+ * The text without this machine's paths (in error messages, say): the repo's own become relative,
+ * the temp dir (where a baseline worktree lives) becomes `$TMPDIR`.
+ * @param {string} text
+ */
+export function scrubPaths(text, root = REPO_ROOT, tmp = os.tmpdir()) {
+  const dir = (d) => (d.endsWith('/') ? d : `${d}/`);
+  let out = text;
+  for (const [from, to] of [[`file://${dir(root)}`, ''], [dir(root), ''], [`file://${dir(tmp)}`, '$TMPDIR/'], [dir(tmp), '$TMPDIR/']]) out = out.split(from).join(to);
+  return out;
+}
+
 /** Replaces one marked section of a results file (creating the file when needed). */
 export function writeSection(file, section, markdown) {
   const start = `<!-- bcast-bench:${section}:start -->`;
   const end = `<!-- bcast-bench:${section}:end -->`;
-  const block = `${start}\n${markdown}\n${end}`;
+  const block = `${start}\n${scrubPaths(markdown)}\n${end}`;
   let text = existsSync(file) ? readFileSync(file, 'utf8') : HEADER;
   const i = text.indexOf(start);
   const j = text.indexOf(end);

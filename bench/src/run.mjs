@@ -257,10 +257,9 @@ if (renovation) {
   console.log(`scale: ${scaleVariants.join(', ')} with ${scaleClients} idle connections each`);
   const scale = await runScale({ variants: scaleVariants, clients: scaleClients, client: plan.client, baselineDir: plan.baselineDir, log: plan.log });
   failures += matrix.sessions.filter((s) => s.error).length + scale.results.filter((s) => s.error).length;
-  const saved = { renovation: true, command, facts, plan: planData(), matrix, scale, send, baseline: baselineFacts, head };
+  const saved = { renovation: true, command, facts, plan: planData(), matrix, scale, send, baseline: baselineFacts, head, elapsedMs: performance.now() - runStarted };
   const markdown = renovationMarkdown(saved);
   console.log(`\n${markdown}\n`);
-  console.log(`took ${((performance.now() - runStarted) / 60_000).toFixed(1)} min in all`);
   if (write) {
     writeFileSync(new URL(`renovation-${stamp}.json`, resultsDir), JSON.stringify(saved, null, 1));
     writeSection(outFile, 'renovation', markdown);

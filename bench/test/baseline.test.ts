@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { baselineDir, resolveRef, workspacePackages } from '../src/baseline.mjs';
 import { windowFor } from '../src/harness.mjs';
-import { RENOVATION_TARGETS, beforeAfterLines, evaluateTargets, memoryTargets, writeSection } from '../src/report.mjs';
+import { RENOVATION_TARGETS, beforeAfterLines, evaluateTargets, memoryTargets, scrubPaths, writeSection } from '../src/report.mjs';
 import { Unavailable, baseName, beforeName, distLoader, hasBefore, isBefore, resolveVariant, withBefore } from '../src/variants.mjs';
 
 const tmp = mkdtempSync(join(os.tmpdir(), 'bcast-bench-test-'));
@@ -158,6 +158,11 @@ describe('the renovation report', () => {
       ['bcast-ws@before', 'heap', 'reported'],
       ['bcast-ws@before', 'RSS', 'reported'],
     ]);
+  });
+
+  it("keeps this machine's paths out of what it writes", () => {
+    const error = "Cannot find module '/r/main/packages/ws/dist/index.js' imported from file:///r/main/bench/src/variants.mjs; worktree /t/x/bcast-bench-baseline-871779b6be22";
+    expect(scrubPaths(error, '/r/main/', '/t/x')).toBe("Cannot find module 'packages/ws/dist/index.js' imported from bench/src/variants.mjs; worktree $TMPDIR/bcast-bench-baseline-871779b6be22");
   });
 
   it('writes its section above the earlier results and keeps them', () => {
