@@ -1,5 +1,6 @@
 // @bcast/core/adapter: what a transport adapter is built from. Applications import '@bcast/core'.
 export type { Connection } from './connection/Connection.js';
+export { ConnectionBase } from './connection/ConnectionBase.js';
 export type { FanOutObserver } from './connection/FanOutObserver.js';
 export { EncodedMessage, encodeMessage } from './connection/EncodedMessage.js';
 export type { ConnectionHandle } from './lifecycle/ConnectionLifecycle.js';

@@ -1,5 +1,5 @@
 import { BcastError, ErrorCode } from '@bcast/core';
-import type { Connection, CorkableStream, EncodedMessage, WriteCoalescer } from '@bcast/core/adapter';
+import { ConnectionBase, type CorkableStream, type EncodedMessage, type WriteCoalescer } from '@bcast/core/adapter';
 import type { Namespace, Socket } from 'socket.io';
 
 // The Connection port over a socket.io Socket, and the once-per-broadcast packet it writes.
@@ -105,7 +105,7 @@ export function terminateConn(conn: EngineConn): void {
 }
 
 /** A class rather than an object literal with getters: one small object, fast property access. */
-export class SocketIoConnection implements Connection {
+export class SocketIoConnection extends ConnectionBase {
   readonly id: string;
   readonly userId: string | undefined;
   readonly data: unknown;
@@ -123,6 +123,7 @@ export class SocketIoConnection implements Connection {
   #countedBytes = 0;
 
   constructor(socket: AnySocket, init: SocketIoConnectionInit) {
+    super();
     this.#event = checkEvent(init.event ?? 'message', 'event');
     this.id = init.id ?? socket.id;
     this.userId = init.userId;

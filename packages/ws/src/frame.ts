@@ -1,5 +1,5 @@
 import { BcastError, ErrorCode } from '@bcast/core';
-import type { Connection, CorkableStream, EncodedMessage, WriteCoalescer } from '@bcast/core/adapter';
+import { ConnectionBase, type CorkableStream, type EncodedMessage, type WriteCoalescer } from '@bcast/core/adapter';
 import type { WebSocket } from 'ws';
 
 /**
@@ -73,7 +73,7 @@ const notOpen = (ws: WebSocket): BcastError => new BcastError(ErrorCode.Connecti
 const transportClosed = (): BcastError => new BcastError(ErrorCode.ConnectionClosed, 'WebSocket transport is closed');
 
 /** The Connection port over one ws socket; see `wsConnection`. */
-export class WsConnection implements Connection {
+export class WsConnection extends ConnectionBase {
   /** Looked up on the first send (undefined until then); null: this socket always uses ws.send. */
   #wire: Wire | null | undefined = undefined;
 
@@ -84,7 +84,9 @@ export class WsConnection implements Connection {
     readonly data: unknown,
     /** Holds the writes of a burst of broadcasts until the end of the tick; undefined: one write per message. */
     readonly coalescer: WriteCoalescer | undefined,
-  ) {}
+  ) {
+    super();
+  }
 
   get isOpen(): boolean {
     return this.ws.readyState === OPEN;

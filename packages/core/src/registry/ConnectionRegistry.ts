@@ -1,4 +1,5 @@
 import type { Connection } from '../connection/Connection.js';
+import { ConnectionBase } from '../connection/ConnectionBase.js';
 
 /** A registered connection and what bcast knows about it. */
 export interface ConnectionEntry {
@@ -44,20 +45,31 @@ export class ConnectionRegistry implements ConnectionsView {
     return this.#byUser.size;
   }
 
-  /** Registers a connection; an id already present is replaced. */
+  /** Registers a connection; an id already present is replaced. A {@link ConnectionBase} is its own entry. */
   add(connection: Connection): ConnectionEntry {
     this.remove(connection.id);
-    const entry: ConnectionEntry = {
-      id: connection.id,
-      userId: connection.userId,
-      connection,
-      connectedAt: new Date(),
-      messageCount: 0,
-      errorCount: 0,
-      isClosing: false,
-      lastSeenAt: Date.now(),
-      awaitingPong: false,
-    };
+    let entry: ConnectionEntry;
+    if (connection instanceof ConnectionBase) {
+      entry = connection;
+      connection.connectedAt = new Date();
+      connection.messageCount = 0;
+      connection.errorCount = 0;
+      connection.isClosing = false;
+      connection.lastSeenAt = Date.now();
+      connection.awaitingPong = false;
+    } else {
+      entry = {
+        id: connection.id,
+        userId: connection.userId,
+        connection,
+        connectedAt: new Date(),
+        messageCount: 0,
+        errorCount: 0,
+        isClosing: false,
+        lastSeenAt: Date.now(),
+        awaitingPong: false,
+      };
+    }
     this.#byId.set(entry.id, entry);
     if (entry.userId !== undefined) {
       let set = this.#byUser.get(entry.userId);
