@@ -34,6 +34,8 @@ const CLOSED = 3;
 /** Sockets already registered by this package, so that a second listener never registers them again. */
 const accepted = new WeakSet<WebSocket>();
 const handles = new WeakMap<WebSocket, ConnectionHandle>();
+/** The close code ws sent for a client's protocol error (its 'close' event reports the peer's code, 1006). */
+const serverCodes = new WeakMap<WebSocket, number>();
 
 /**
  * The core's Connection port over a ws WebSocket. `coalesceFor`: the broadcaster whose bursts of
@@ -52,8 +54,8 @@ export function wsConnection(
  */
 export function acceptWebSocket(broadcaster: Broadcaster, ws: WebSocket, identity: Identity = anonymous, options: Pick<WsAdapterOptions, 'coalesce'> = {}): ConnectionHandle {
   // ws emits 'error' for a bad inbound frame (1002, 1007, 1009...) and then 'close'; without a
-  // listener the error would crash the process.
-  ws.on('error', noop);
+  // listener the error would crash the process. The code ws closed with is what the core hears.
+  ws.on('error', onError);
   const coalesceFor = options.coalesce === false ? undefined : broadcaster;
   const handle = broadcaster.register(wsConnection(ws, { userId: identity.userId, data: identity.data, ...(coalesceFor ? { coalesceFor } : {}) }));
   accepted.add(ws);
@@ -75,10 +77,16 @@ function onPong(this: WebSocket): void {
   handles.get(this)?.pong();
 }
 
+function onError(this: WebSocket, error: Error): void {
+  const status = Object.getOwnPropertySymbols(error).find((key) => key.description === 'status-code');
+  const code = status === undefined ? undefined : (error as unknown as Record<symbol, unknown>)[status];
+  if (typeof code === 'number') serverCodes.set(this, code);
+}
+
 function onClose(this: WebSocket, code: number, reason: Buffer): void {
   const handle = handles.get(this);
   handles.delete(this);
-  handle?.closed(code, reason.toString());
+  handle?.closed(serverCodes.get(this) ?? code, reason.toString());
 }
 
 /**
@@ -186,4 +194,3 @@ function trackerFor(broadcaster: Broadcaster, options: WsAdapterOptions) {
   };
 }
 
-function noop(): void {}

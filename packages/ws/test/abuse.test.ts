@@ -110,7 +110,8 @@ const cases: Array<[string, Buffer, number]> = [
 
 describe('protocol abuse (recommendedServerOptions)', () => {
   it.each(cases)('%s closes that client with the right code and nobody else notices', async (_name, bad, code) => {
-    harness = await startWs();
+    const disconnects: number[] = [];
+    harness = await startWs({ broadcaster: { onDisconnect: (_entry, closeCode) => void disconnects.push(closeCode) } });
     const good = await openClient(harness.url);
     const evil = await rawClient(harness.url);
     expect(evil.handshake).toMatch(/^HTTP\/1\.1 101/);
@@ -118,19 +119,24 @@ describe('protocol abuse (recommendedServerOptions)', () => {
     evil.socket.write(bad);
     expect(await evil.closeCode).toBe(code);
     await expect.poll(() => harness?.broadcaster.connections.size).toBe(1);
+    // onDisconnect (and the disconnect metric) hear the code the server closed with, not 1006
+    expect(disconnects).toEqual([code]);
     const result = await harness.broadcaster.toAll({ after: 'abuse' });
     expect(result).toMatchObject({ recipients: 1, delivered: 1 });
     expect(await good.waitFor(1)).toEqual(['{"after":"abuse"}']);
   });
 
-  it('valid UTF-8 split inside a code point across fragments is accepted', async () => {
-    harness = await startWs({ broadcaster: { onMessage: () => {} } });
+  it('valid UTF-8 split inside a code point across fragments is accepted: the message arrives whole', async () => {
+    let received!: (message: unknown) => void;
+    const arrived = new Promise<unknown>((resolve) => (received = resolve));
+    harness = await startWs({ broadcaster: { onMessage: (_connection, message) => received(message) } });
     const evil = await rawClient(harness.url);
     const euro = Buffer.from('{"t":"€"}');
     const cut = euro.indexOf(0xe2) + 1;
     evil.socket.write(Buffer.concat([frame(TEXT, euro.subarray(0, cut), { fin: false }), frame(0x0, euro.subarray(cut))]));
+    expect(await arrived).toEqual({ t: '€' });
     evil.socket.write(frame(0x9, Buffer.from('p')));
-    // the server answers the ping: the connection survived the split text
+    // the server answers the ping: the connection is still open after the split text
     await new Promise<void>((resolve) => evil.socket.on('data', (d: Buffer) => ((d[0] as number) & 0x0f) === 0xa && resolve()));
     expect(harness.broadcaster.connections.size).toBe(1);
     evil.socket.destroy();

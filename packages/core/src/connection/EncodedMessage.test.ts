@@ -38,6 +38,15 @@ describe('encodeMessage', () => {
     expect(codeOf(() => encodeMessage(value))).toBe(ErrorCode.InvalidMessage);
   });
 
+  it('rejects a message whose type getter throws as invalid input, not an internal error', () => {
+    class Hostile {
+      get type(): string {
+        throw new Error('boom');
+      }
+    }
+    expect(codeOf(() => encodeMessage(new Hostile()))).toBe(ErrorCode.InvalidMessage);
+  });
+
   it('rejects circular objects and says why', () => {
     const a: Record<string, unknown> = {};
     a.self = a;

@@ -119,7 +119,12 @@ function sized(message: EncodedMessage, maxBytes: number): EncodedMessage {
 
 function typeOf(message: unknown): string | undefined {
   if (typeof message === 'object' && message !== null && !Array.isArray(message)) {
-    const type = (message as { type?: unknown }).type;
+    let type: unknown;
+    try {
+      type = (message as { type?: unknown }).type;
+    } catch (error) {
+      throw new BcastError(ErrorCode.InvalidMessage, 'reading the message\'s type threw', { cause: error, details: { reason: 'type' } });
+    }
     if (typeof type === 'string') return type;
   }
   return undefined;
