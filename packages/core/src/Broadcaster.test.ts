@@ -386,6 +386,79 @@ describe('inbound protocol', () => {
   });
 });
 
+describe('A3 token expiry and revocation on open connections', () => {
+  afterEach(() => void vi.useRealTimers());
+
+  it('closes a connection with 1008 at expiresAt + grace, not before, and counts it', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const codes: number[] = [];
+    const s = setup({ authExpiry: { graceMs: 500 }, onDisconnect: (_e, code) => void codes.push(code) });
+    const c = new FakeConnection('a', 'alice');
+    s.b.register(c, { expiresAt: 1_000_000 + 2_000 });
+    s.b.join('a', 'r');
+    await vi.advanceTimersByTimeAsync(2_499);
+    expect(c.closes).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(c.closes).toEqual([{ code: 1008, reason: 'authentication expired' }]);
+    expect(s.b.connections.has('a')).toBe(false);
+    expect(s.b.rooms.has('r')).toBe(false);
+    expect(codes).toEqual([1008]);
+    expect(s.b.getStats().monitor.disconnects).toEqual({ '1008:auth_expired': 1 });
+  });
+
+  it('a refresh hook extends the connection without a reconnect, and closes it when it says no', async () => {
+    vi.useFakeTimers({ now: 0 });
+    const answers: Array<number | false> = [5_000, false];
+    const s = setup({ authExpiry: { closeCode: 4001, refresh: () => answers.shift() } });
+    const c = new FakeConnection('a', 'alice');
+    s.b.register(c, { expiresAt: 1_000 });
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(c.closes).toEqual([]);
+    expect(s.b.connections.get('a')?.expiresAt).toBe(5_000);
+    await vi.advanceTimersByTimeAsync(3_999);
+    expect(c.closes).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(c.closes).toEqual([{ code: 4001, reason: 'authentication expired' }]);
+  });
+
+  it('setExpiry from the app moves the deadline; undefined clears it', async () => {
+    vi.useFakeTimers({ now: 0 });
+    const s = setup();
+    const a = new FakeConnection('a', 'alice');
+    const b = new FakeConnection('b', 'bob');
+    s.b.register(a, { expiresAt: 100 });
+    s.b.register(b, { expiresAt: 100 });
+    expect(s.b.setExpiry('a', 10_000)).toBe(true);
+    expect(s.b.setExpiry('b', undefined)).toBe(true);
+    expect(s.b.setExpiry('nobody', 1)).toBe(false);
+    await vi.advanceTimersByTimeAsync(9_999);
+    expect(a.closes).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(a.closes).toEqual([{ code: 1008, reason: 'authentication expired' }]);
+    expect(b.closes).toEqual([]);
+  });
+
+  it('revoke closes every connection of a user, or one connection, with the auth close code', () => {
+    const s = setup({ authExpiry: { closeCode: 4003 } });
+    s.add('a1', 'alice');
+    s.add('a2', 'alice');
+    s.add('b1', 'bob');
+    s.add('b2', 'bob');
+    expect(s.b.revoke({ userId: 'alice' })).toBe(2);
+    expect(s.b.revoke({ connectionId: 'b2' }, 'token leaked')).toBe(1);
+    expect(s.b.revoke({ userId: 'nobody' })).toBe(0);
+    expect(s.conns.get('a1')?.closes).toEqual([{ code: 4003, reason: 'access revoked' }]);
+    expect(s.conns.get('a2')?.closes).toEqual([{ code: 4003, reason: 'access revoked' }]);
+    expect(s.conns.get('b2')?.closes).toEqual([{ code: 4003, reason: 'token leaked' }]);
+    expect(s.conns.get('b1')?.closes).toEqual([]);
+    expect([...s.b.connections.entries()].map((e) => e.id)).toEqual(['b1']);
+  });
+
+  it('refuses a close code that is neither 1008 nor 4000-4999', () => {
+    expect(() => new Broadcaster({ authExpiry: { closeCode: 1000 } })).toThrow(expect.objectContaining({ code: ErrorCode.InvalidOption }));
+  });
+});
+
 describe('stats, health and dispose', () => {
   it('getStats counts connections, users, rooms and broadcasts', async () => {
     const s = setup();

@@ -107,9 +107,12 @@ export class Broadcaster {
 
   // ---- connections (adapters) ----------------------------------------------------------------
 
-  /** Registers a live connection. The adapter reports the socket's events to the handle. Throws BCAST_SHUTDOWN once disposed. */
-  register(connection: Connection): ConnectionHandle {
-    return this.#lifecycle.register(connection);
+  /**
+   * Registers a live connection. The adapter reports the socket's events to the handle.
+   * `expiresAt`: when its credentials expire (see `authExpiry`). Throws BCAST_SHUTDOWN once disposed.
+   */
+  register(connection: Connection, options: { expiresAt?: number | undefined } = {}): ConnectionHandle {
+    return this.#lifecycle.register(connection, options);
   }
 
   /** Tells `observer` where every fan-out starts and ends (transports coalesce writes per fan-out). Returns an unsubscribe function. */
@@ -121,6 +124,21 @@ export class Broadcaster {
   /** Closes a connection with a code and reason and unregisters it now. False when unknown. */
   disconnect(connectionId: string, code: number = CloseCode.Normal, reason = ''): boolean {
     return this.#lifecycle.disconnect(connectionId, code, reason);
+  }
+
+  /** Sets when a connection's credentials expire (e.g. after the client sent a fresh token); undefined: never. False when unknown. */
+  setExpiry(connectionId: string, expiresAt: number | Date | undefined): boolean {
+    const entry = this.connections.get(connectionId);
+    if (!entry) return false;
+    this.#lifecycle.setExpiry(entry, expiresAt);
+    return true;
+  }
+
+  /** Closes every connection of a user, or one connection, with `authExpiry.closeCode` (1008). Returns how many. */
+  revoke(target: { userId: string } | { connectionId: string }, reason: string = CloseReason.Revoked): number {
+    return 'userId' in target
+      ? this.#lifecycle.revoke((e) => e.userId === target.userId, reason)
+      : this.#lifecycle.revoke((e) => e.id === target.connectionId, reason);
   }
 
   // ---- rooms -------------------------------------------------------------------------------

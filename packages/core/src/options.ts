@@ -49,9 +49,24 @@ export interface BroadcasterOptions extends InboundOptions {
   classifier?: ErrorClassifier;
   /** Where warnings go. @default console */
   logger?: Logger;
+  /** What happens when a connection's credentials expire (`expiresAt` from `authenticate`, or `setExpiry`). */
+  authExpiry?: AuthExpiryOptions;
   /** Called after a connection is registered / unregistered. A throw is logged and ignored. */
   onConnect?: (connection: ConnectionEntry) => void;
   onDisconnect?: (connection: ConnectionEntry, code: number, reason: string) => void;
+}
+
+export interface AuthExpiryOptions {
+  /** Time after `expiresAt` before the connection is closed. @default 0 */
+  graceMs?: number;
+  /** Close code of an expired or revoked connection: 1008 or an application code 4000-4999. @default 1008 */
+  closeCode?: number;
+  /**
+   * Called when a connection's credentials expire (after the grace period): return a new expiry
+   * (ms since the epoch, or a Date) to keep the connection open without a reconnect, or false to
+   * close it. A throw, or no answer within 5 s, closes it.
+   */
+  refresh?: (connection: ConnectionEntry) => number | Date | false | undefined | Promise<number | Date | false | undefined>;
 }
 
 export type Log = (level: 'warn' | 'error', message: string, error?: unknown) => void;
@@ -65,6 +80,7 @@ export interface ResolvedOptions {
   readonly hooks: InboundOptions & Pick<BroadcasterOptions, 'onConnect' | 'onDisconnect'>;
   readonly signingKey: Uint8Array | undefined;
   readonly traceRoomNames: boolean;
+  readonly authExpiry: { readonly graceMs: number; readonly closeCode: number; readonly refresh: AuthExpiryOptions['refresh'] };
   readonly log: Log;
 }
 
@@ -102,6 +118,11 @@ export function resolveOptions(options: BroadcasterOptions): ResolvedOptions {
     hooks: options,
     signingKey: key === undefined ? undefined : typeof key === 'string' ? Buffer.from(key, 'utf8') : key,
     traceRoomNames: options.traceRoomNames === true,
+    authExpiry: {
+      graceMs: positive('authExpiry.graceMs', options.authExpiry?.graceMs ?? 0, true),
+      closeCode: closeCodeOption(options.authExpiry?.closeCode),
+      refresh: options.authExpiry?.refresh,
+    },
     log,
   };
 }
@@ -117,6 +138,12 @@ export function withBackplaneScope(top: ReliabilityOptions, predicates: Pick<Sco
     failureWhen: scope?.failureWhen ?? predicates.failureWhen,
   };
   return { ...top, scopes: { ...top.scopes, [BACKPLANE_SCOPE]: merged } };
+}
+
+function closeCodeOption(code: number | undefined): number {
+  if (code === undefined) return 1008;
+  if (code === 1008 || (Number.isInteger(code) && code >= 4000 && code <= 4999)) return code;
+  throw new BcastError(ErrorCode.InvalidOption, `authExpiry.closeCode must be 1008 or 4000-4999, got ${String(code)}`, { details: { option: 'authExpiry.closeCode', value: code } });
 }
 
 export function positive(name: string, value: number, allowZero = false): number {

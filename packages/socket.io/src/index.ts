@@ -58,11 +58,11 @@ export function socketIoConnection(socket: AnySocket, init: SocketIoConnectionIn
 export function acceptSocket(
   broadcaster: Broadcaster,
   socket: AnySocket,
-  init: SocketIoConnectionInit & { inboundEvent?: string | false; coalesce?: boolean } = {},
+  init: SocketIoConnectionInit & { inboundEvent?: string | false; coalesce?: boolean; expiresAt?: number | undefined } = {},
 ): ConnectionHandle {
   const inboundEvent = init.inboundEvent === false ? false : checkEvent(init.inboundEvent ?? 'message', 'inboundEvent');
   const coalescer = init.coalesce === false ? undefined : coalescerFor(broadcaster);
-  const handle = broadcaster.register(socketIoConnection(socket, { ...init, coalescer }));
+  const handle = broadcaster.register(socketIoConnection(socket, { ...init, coalescer }), { expiresAt: init.expiresAt });
   if (inboundEvent !== false) socket.on(inboundEvent, (payload: unknown) => deliverInbound(handle, payload));
   // A close the core started (slow consumer, dispose...) was already unregistered with the core's
   // own code, so this is then a no-op.

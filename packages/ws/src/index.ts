@@ -57,7 +57,8 @@ export function acceptWebSocket(broadcaster: Broadcaster, ws: WebSocket, identit
   // listener the error would crash the process. The code ws closed with is what the core hears.
   ws.on('error', onError);
   const coalesceFor = options.coalesce === false ? undefined : broadcaster;
-  const handle = broadcaster.register(wsConnection(ws, { userId: identity.userId, data: identity.data, ...(coalesceFor ? { coalesceFor } : {}) }));
+  const connection = wsConnection(ws, { userId: identity.userId, data: identity.data, ...(coalesceFor ? { coalesceFor } : {}) });
+  const handle = broadcaster.register(connection, { expiresAt: identity.expiresAt });
   accepted.add(ws);
   handles.set(ws, handle);
   // Shared listeners (ws calls them with `this` = the socket): no closures per connection.

@@ -6,12 +6,18 @@ import { validateUserId } from '../execution/validate.js';
  * Helpers every transport adapter needs, so that none of them re-implements them.
  */
 
-/** What an app's `authenticate(request)` may return: a user id, or an identity object, or false to refuse. */
-export type AuthResult = string | { userId?: string; data?: unknown } | false | null | undefined;
+/**
+ * What an app's `authenticate(request)` may return: a user id, or an identity object, or false to
+ * refuse. `expiresAt` (ms since the epoch, or a Date) is when the credentials stop being valid:
+ * the connection is then closed with 1008 unless the broadcaster's `authExpiry.refresh` extends it.
+ */
+export type AuthResult = string | { userId?: string; data?: unknown; expiresAt?: number | Date } | false | null | undefined;
 
 export interface Identity {
   readonly userId: string | undefined;
   readonly data: unknown;
+  /** When the credentials expire (ms since the epoch); undefined: they do not. */
+  readonly expiresAt?: number | undefined;
 }
 
 /** Normalises an `authenticate` result; undefined means "refuse". Throws BCAST_INVALID_USER for a bad id. */
@@ -19,9 +25,20 @@ export function resolveIdentity(result: AuthResult): Identity | undefined {
   if (result === false || result === null || result === undefined) return undefined;
   if (typeof result === 'string') return { userId: validateUserId(result), data: undefined };
   if (typeof result === 'object') {
-    return { userId: result.userId === undefined ? undefined : validateUserId(result.userId), data: result.data };
+    const userId = result.userId === undefined ? undefined : validateUserId(result.userId);
+    const expiresAt = result.expiresAt === undefined ? undefined : expiryOf(result.expiresAt);
+    return expiresAt === undefined ? { userId, data: result.data } : { userId, data: result.data, expiresAt };
   }
   throw new BcastError(ErrorCode.InvalidOption, 'authenticate must return a user id, an identity object or false');
+}
+
+/** An expiry as ms since the epoch; throws BCAST_INVALID_OPTION for anything else. */
+export function expiryOf(value: number | Date): number {
+  const ms = value instanceof Date ? value.getTime() : value;
+  if (typeof ms !== 'number' || !Number.isFinite(ms)) {
+    throw new BcastError(ErrorCode.InvalidOption, 'expiresAt must be a finite time in ms since the epoch, or a Date', { details: { option: 'expiresAt' } });
+  }
+  return ms;
 }
 
 /**

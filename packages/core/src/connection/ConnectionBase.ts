@@ -24,6 +24,7 @@ export abstract class ConnectionBase implements Connection, ConnectionEntry {
   isClosing = false;
   lastSeenAt = 0;
   awaitingPong = false;
+  expiresAt: number | undefined = undefined;
 
   constructor() {
     this.connection = this;

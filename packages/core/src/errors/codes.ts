@@ -61,4 +61,6 @@ export const CloseReason = {
   ServerShutdown: 'server shutting down',
   Unresponsive: 'no pong',
   PolicyViolation: 'policy violation',
+  AuthExpired: 'authentication expired',
+  Revoked: 'access revoked',
 } as const;

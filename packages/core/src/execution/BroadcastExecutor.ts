@@ -31,7 +31,7 @@ export interface BroadcastLimits extends IdLimits {
 }
 
 /** Why bcast removed a connection, as counted in `bcast.disconnects`. */
-export type RemovalReason = 'connection_lost' | 'slow_consumer' | 'no_pong' | 'policy_violation' | 'shutdown' | 'auth_expired';
+export type RemovalReason = 'connection_lost' | 'slow_consumer' | 'no_pong' | 'policy_violation' | 'shutdown' | 'auth_expired' | 'revoked';
 
 /** A connection the fan-out found dead or too slow: the owner of the registries closes and unregisters it. */
 export interface Removal {

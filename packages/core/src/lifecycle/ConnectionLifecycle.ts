@@ -1,5 +1,6 @@
 import type { Connection } from '../connection/Connection.js';
 import { encodeMessage } from '../connection/EncodedMessage.js';
+import { expiryOf } from '../adapter/identity.js';
 import { BcastError } from '../errors/BcastError.js';
 import { CloseCode, CloseReason, ErrorCode } from '../errors/codes.js';
 import type { Removal, RemovalReason } from '../execution/BroadcastExecutor.js';
@@ -42,6 +43,8 @@ export class ConnectionLifecycle implements InboundHost {
   /** Pending forced terminations: timer -> connection. */
   readonly #timers = new Map<NodeJS.Timeout, Connection>();
   readonly #inbound = new WeakMap<ConnectionEntry, InboundState>();
+  /** Connections whose credentials expire: entry -> the timer that checks them. */
+  readonly #expiry = new Map<ConnectionEntry, NodeJS.Timeout>();
   readonly #heartbeat: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -63,7 +66,7 @@ export class ConnectionLifecycle implements InboundHost {
   }
 
   /** Registers a live connection; a second registration under the same id replaces the first. */
-  register(connection: Connection): ConnectionHandle {
+  register(connection: Connection, options: { expiresAt?: number | undefined } = {}): ConnectionHandle {
     if (this.#closed) {
       connection.close(CloseCode.GoingAway, CloseReason.ServerShutdown);
       throw new BcastError(ErrorCode.Shutdown, 'the broadcaster is disposed');
@@ -73,6 +76,7 @@ export class ConnectionLifecycle implements InboundHost {
     if (previous) this.unregister(previous, CloseCode.GoingAway, 'replaced');
     const entry = connections.add(connection);
     monitor.connectionOpened();
+    if (options.expiresAt !== undefined) this.setExpiry(entry, options.expiresAt);
     this.#hook('onConnect', () => this.options.onConnect?.(entry));
     return new Handle(entry, this);
   }
@@ -82,6 +86,11 @@ export class ConnectionLifecycle implements InboundHost {
     entry.isClosing = true;
     const { connections, rooms, monitor } = this.#d;
     if (connections.get(entry.id) !== entry) return;
+    const expiry = this.#expiry.get(entry);
+    if (expiry !== undefined) {
+      clearTimeout(expiry);
+      this.#expiry.delete(entry);
+    }
     connections.remove(entry.id);
     rooms.leaveAll(entry.id);
     monitor.connectionClosed();
@@ -122,11 +131,57 @@ export class ConnectionLifecycle implements InboundHost {
     return true;
   }
 
+  /** Sets (or with undefined, clears) when a connection's credentials expire. */
+  setExpiry(entry: ConnectionEntry, expiresAt: number | Date | undefined): void {
+    const previous = this.#expiry.get(entry);
+    if (previous !== undefined) clearTimeout(previous);
+    this.#expiry.delete(entry);
+    entry.expiresAt = expiresAt === undefined ? undefined : expiryOf(expiresAt);
+    if (entry.expiresAt === undefined || this.#d.connections.get(entry.id) !== entry) return;
+    const due = entry.expiresAt + this.#d.options.authExpiry.graceMs - Date.now();
+    // setTimeout holds at most 2^31 - 1 ms (24.8 days): a later expiry is checked again then.
+    const timer = setTimeout(() => void this.#expired(entry), Math.min(Math.max(due, 0), 2_147_483_647));
+    timer.unref();
+    this.#expiry.set(entry, timer);
+  }
+
+  /** Closes the matching connections with the auth close code; returns how many. */
+  revoke(match: (entry: ConnectionEntry) => boolean, reason: string): number {
+    let n = 0;
+    for (const entry of [...this.#d.connections.entries()]) {
+      if (entry.isClosing || !match(entry)) continue;
+      n += 1;
+      this.remove(entry, this.#d.options.authExpiry.closeCode, reason, 'revoked', this.#d.options.closeTimeoutMs);
+    }
+    return n;
+  }
+
+  async #expired(entry: ConnectionEntry): Promise<void> {
+    this.#expiry.delete(entry);
+    if (entry.isClosing || entry.expiresAt === undefined) return;
+    const { graceMs, refresh } = this.#d.options.authExpiry;
+    if (entry.expiresAt + graceMs > Date.now()) return this.setExpiry(entry, entry.expiresAt);
+    let next: number | Date | false | undefined;
+    if (refresh) {
+      try {
+        next = await withTimeout(Promise.resolve(refresh(entry)), 5_000);
+      } catch (error) {
+        this.log('warn', `authExpiry.refresh failed for connection ${entry.id}`, error);
+      }
+    }
+    if (entry.isClosing) return;
+    const until = next === undefined || next === false ? undefined : safeExpiry(next);
+    if (until !== undefined && until > Date.now()) return this.setExpiry(entry, until);
+    this.remove(entry, this.#d.options.authExpiry.closeCode, CloseReason.AuthExpired, 'auth_expired', this.#d.options.closeTimeoutMs);
+  }
+
   /** Stops the heartbeat, closes every connection with `code`, and terminates what has not closed in time. */
   close(code: number, reason: string): void {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#heartbeat) clearInterval(this.#heartbeat);
+    for (const timer of this.#expiry.values()) clearTimeout(timer);
+    this.#expiry.clear();
     // Connections already closing (slow consumers...) are terminated now rather than forgotten.
     for (const [timer, conn] of this.#timers) {
       clearTimeout(timer);
@@ -245,6 +300,21 @@ export class ConnectionLifecycle implements InboundHost {
       this.log('error', `${name} hook threw`, error);
     }
   }
+}
+
+function safeExpiry(value: number | Date): number | undefined {
+  try {
+    return expiryOf(value);
+  } catch {
+    return undefined;
+  }
+}
+
+function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([work, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)))]).finally(() =>
+    clearTimeout(timer),
+  );
 }
 
 function terminate(conn: Connection): void {

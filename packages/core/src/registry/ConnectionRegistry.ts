@@ -17,6 +17,8 @@ export interface ConnectionEntry {
   lastSeenAt: number;
   /** Awaiting a pong since the last heartbeat tick. */
   awaitingPong: boolean;
+  /** When its credentials expire (ms since the epoch; see `authExpiry`); undefined: never. */
+  expiresAt: number | undefined;
 }
 
 /** What applications read of the live connections (`broadcaster.connections`). */
@@ -57,6 +59,7 @@ export class ConnectionRegistry implements ConnectionsView {
       connection.isClosing = false;
       connection.lastSeenAt = Date.now();
       connection.awaitingPong = false;
+      connection.expiresAt = undefined;
     } else {
       entry = {
         id: connection.id,
@@ -68,6 +71,7 @@ export class ConnectionRegistry implements ConnectionsView {
         isClosing: false,
         lastSeenAt: Date.now(),
         awaitingPong: false,
+        expiresAt: undefined,
       };
     }
     this.#byId.set(entry.id, entry);
