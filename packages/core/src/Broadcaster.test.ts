@@ -459,6 +459,34 @@ describe('A3 token expiry and revocation on open connections', () => {
   });
 });
 
+describe('G1 graceful shutdown', () => {
+  it('finishes accepted broadcasts, refuses new ones, closes with 1001, waits for clients to close and terminates the rest', async () => {
+    const s = setup();
+    const polite = new FakeConnection('polite', 'u');
+    const stalled = new FakeConnection('stalled', 'u');
+    const handle = s.b.register(polite);
+    s.b.register(stalled);
+    polite.close = (code, reason) => {
+      polite.closes.push({ code, reason });
+      polite.isOpen = false;
+      queueMicrotask(() => handle.closed(code, reason)); // the client answers the close
+    };
+    const accepted = s.b.toAll({ n: 1 });
+    const report = s.b.shutdown({ drainTimeoutMs: 50 });
+    await expect(s.b.toAll({ n: 2 })).rejects.toMatchObject({ code: ErrorCode.Shutdown });
+    expect(await accepted).toMatchObject({ recipients: 2, delivered: 2 });
+    expect(await report).toMatchObject({ broadcastsFinished: 1, closed: 1, terminated: 1 });
+    expect(polite.closes).toEqual([{ code: 1001, reason: 'server shutting down' }]);
+    expect(stalled.closes).toEqual([{ code: 1001, reason: 'server shutting down' }]);
+    expect(stalled.terminated).toBe(true);
+    expect(polite.terminated).toBe(false);
+    expect(polite.messages).toEqual([{ n: 1 }]);
+    expect(s.b.connections.size).toBe(0);
+    expect(s.b.getHealthStatus().status).toBe('unhealthy');
+    expect(() => s.b.register(new FakeConnection('late'))).toThrow(expect.objectContaining({ code: ErrorCode.Shutdown }));
+  });
+});
+
 describe('stats, health and dispose', () => {
   it('getStats counts connections, users, rooms and broadcasts', async () => {
     const s = setup();

@@ -19,6 +19,17 @@ import { ConnectionRegistry, type ConnectionsView } from './registry/ConnectionR
 import { RoomRegistry, type RoomsView } from './registry/RoomRegistry.js';
 import { ReliabilityManager } from './reliability/ReliabilityManager.js';
 
+/** What `shutdown()` did. */
+export interface ShutdownReport {
+  /** Broadcasts that were in flight when it started; each finished (delivered, failed or dropped, and counted). */
+  readonly broadcastsFinished: number;
+  /** Connections that closed within the drain time. */
+  readonly closed: number;
+  /** Connections terminated after it. */
+  readonly terminated: number;
+  readonly durationMs: number;
+}
+
 /** Options of one broadcast call. */
 export interface SendOptions {
   /** Connection ids that must not receive it. */
@@ -54,6 +65,9 @@ export class Broadcaster {
   readonly #bridge: BackplaneBridge;
   readonly #health: HealthReporter;
   readonly #observers = new Set<FanOutObserver>();
+  /** Broadcasts accepted and not finished yet (shutdown waits for them). */
+  #inFlight = 0;
+  #idle: (() => void) | undefined;
   #disposed = false;
 
   constructor(options: BroadcasterOptions = {}) {
@@ -207,7 +221,13 @@ export class Broadcaster {
       return { status: 'rejected', error, durationMs: 0, attempts: 0 };
     }
     const job: BroadcastJob = { request: context, origin: 'local', encoded: undefined };
-    const outcome = await this.#engine.execute(this.#executor, job, { propagation: this.#bridge });
+    this.#inFlight += 1;
+    let outcome: ExecutionResult<FanOut>;
+    try {
+      outcome = await this.#engine.execute(this.#executor, job, { propagation: this.#bridge });
+    } finally {
+      if (--this.#inFlight === 0) this.#idle?.();
+    }
     const fanOut = outcome.result;
     if (fanOut === undefined) return outcome as ExecutionResult<never>;
     this.#lifecycle.settle(fanOut.removals);
@@ -235,6 +255,24 @@ export class Broadcaster {
   }
 
   /**
+   * Graceful shutdown (the SIGTERM path): refuses new broadcasts (BCAST_SHUTDOWN) and connections
+   * (adapters answer new upgrades 503), lets the broadcasts already accepted finish, closes every
+   * connection with 1001 and waits up to `drainTimeoutMs` for the clients to close, terminates the
+   * rest, unsubscribes from the backplane and releases the metric callbacks. Flush your
+   * OpenTelemetry SDK after it (`await sdk.shutdown()`). Resolves with what it did.
+   */
+  async shutdown(options: { drainTimeoutMs?: number; code?: number; reason?: string; closeBackplane?: boolean } = {}): Promise<ShutdownReport> {
+    const started = performance.now();
+    if (this.#disposed) return { broadcastsFinished: 0, closed: 0, terminated: 0, durationMs: 0 };
+    this.#disposed = true;
+    const broadcastsFinished = this.#inFlight;
+    if (this.#inFlight > 0) await new Promise<void>((resolve) => (this.#idle = resolve));
+    const drained = await this.#lifecycle.drain(options.code ?? CloseCode.GoingAway, options.reason ?? CloseReason.ServerShutdown, options.drainTimeoutMs ?? 5_000);
+    await this.#release(options.closeBackplane);
+    return { broadcastsFinished, ...drained, durationMs: performance.now() - started };
+  }
+
+  /**
    * Closes every connection with 1001 (terminating those that do not close within
    * `closeTimeoutMs`), stops the heartbeat, unsubscribes from the backplane (closing it when
    * `closeBackplane`, by default when bcast created it) and releases its metric callbacks. Later
@@ -244,9 +282,13 @@ export class Broadcaster {
     if (this.#disposed) return;
     this.#disposed = true;
     this.#lifecycle.close(options.code ?? CloseCode.GoingAway, options.reason ?? CloseReason.ServerShutdown);
+    await this.#release(options.closeBackplane);
+  }
+
+  async #release(closeBackplane: boolean | undefined): Promise<void> {
     try {
       await this.#bridge.stop();
-      if (options.closeBackplane ?? this.#ownsBackplane) await this.backplane.close();
+      if (closeBackplane ?? this.#ownsBackplane) await this.backplane.close();
     } catch (error) {
       this.#options.log('warn', 'backplane did not close cleanly', error);
     }

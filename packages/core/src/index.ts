@@ -1,5 +1,5 @@
 // @bcast/core: the API for applications. Adapter authors: '@bcast/core/adapter'; backplane authors: '@bcast/core/backplane'.
-export { Broadcaster, type SendOptions } from './Broadcaster.js';
+export { Broadcaster, type SendOptions, type ShutdownReport } from './Broadcaster.js';
 export type { BroadcasterOptions, Logger } from './options.js';
 export type { BackplaneStatus, BroadcastContext, BroadcastOperation, BroadcastResult } from './execution/types.js';
 export type { ExecutionResult, ExecutionStatus, PropagationOutcome, PropagationStatus } from './execution/ExecutionEngine.js';

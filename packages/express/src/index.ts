@@ -2,7 +2,7 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { BcastError, ErrorCode, type Broadcaster } from '@bcast/core';
-import { createUpgradeHandler, recommendedServerOptions, type WsAdapter, type WsAdapterOptions } from '@bcast/ws';
+import { createUpgradeHandler, recommendedServerOptions, type Attachment, type WsAdapterOptions } from '@bcast/ws';
 import express, { type Router } from 'express';
 import { WebSocketServer } from 'ws';
 
@@ -17,7 +17,7 @@ export interface UpgradeOptions extends WsAdapterOptions {
  * {@link recommendedServerOptions}. Upgrades for other paths are left to your other `upgrade`
  * listeners; when there is none, they are answered 404 so that no socket is left hanging.
  */
-export function attachUpgrade(broadcaster: Broadcaster, server: Server | HttpsServer, options: UpgradeOptions): WsAdapter {
+export function attachUpgrade(broadcaster: Broadcaster, server: Server | HttpsServer, options: UpgradeOptions): Attachment {
   const { path, ...adapterOptions } = options;
   if (typeof path !== 'string' || !path.startsWith('/')) {
     throw new BcastError(ErrorCode.InvalidOption, `path must be a string starting with "/", got ${JSON.stringify(path)}`);
@@ -61,4 +61,4 @@ export function createBcastRouter(broadcaster: Broadcaster): Router {
   return router;
 }
 
-export { recommendedServerOptions, type WsAdapter, type WsAdapterOptions } from '@bcast/ws';
+export { recommendedServerOptions, type Attachment, type WsAdapter, type WsAdapterOptions } from '@bcast/ws';

@@ -82,7 +82,7 @@ const SENDER_IDLE = 0;
  * write buffer empty and the transport writable), in ws's sender or in the socket (unless this
  * tick's own held writes). Writing there keeps the
  * order of everything engine.io wrote before, and lets the frames of one tick leave in one
- * syscall (`corkForTick`). Otherwise undefined: the packet goes through engine.io.
+ * syscall (the broadcaster's `WriteCoalescer`). Otherwise undefined: the packet goes through engine.io.
  */
 function directStream(conn: EngineConn, coalescer: WriteCoalescer | undefined): CorkableStream | undefined {
   const transport = conn.transport;

@@ -32,6 +32,9 @@ export type SocketIoAttachment = Attachment;
 
 type AllowRequest = NonNullable<AnyServer['engine']['opts']['allowRequest']>;
 
+/** What a refused client reads in `connect_error`. */
+const refusalMessages = { origin: 'origin not allowed', unauthorized: 'unauthorized', timeout: 'unauthorized', closing: 'server shutting down' } as const;
+
 const GOING_AWAY_REASONS = new Set(['server namespace disconnect', 'server shutting down', 'forced server close', 'transport close']);
 
 /**
@@ -95,7 +98,7 @@ export function attachToServer(broadcaster: Broadcaster, target: AnyServer | Any
   const inboundEvent = options.inboundEvent === false ? false : checkEvent(options.inboundEvent ?? 'message', 'inboundEvent');
   const isServer = typeof (target as AnyServer).of === 'function';
   const nsp = isServer ? (target as AnyServer).sockets : (target as AnyNamespace);
-  const verify = createVerifier(options);
+  const verify = createVerifier(options, () => broadcaster.isDisposed);
   const identities = new WeakMap<AnySocket, Identity>();
   const tracker = new ConnectionTracker<AnySocket>({
     close: (socket) => socket.disconnect(true),
@@ -111,7 +114,7 @@ export function attachToServer(broadcaster: Broadcaster, target: AnyServer | Any
     verify(socket.handshake, socket.handshake.headers.origin).then(
       (verdict) => {
         if (verdict.identity) identities.set(socket, verdict.identity);
-        next(verdict.identity ? undefined : new Error(verdict.refusal.reason === 'origin' ? 'origin not allowed' : 'unauthorized'));
+        next(verdict.identity ? undefined : new Error(refusalMessages[verdict.refusal.reason]));
       },
       () => next(new Error('unauthorized')),
     );

@@ -98,7 +98,7 @@ function onClose(this: WebSocket, code: number, reason: Buffer): void {
  * {@link createUpgradeHandler} with `noServer: true` for full control of the upgrade.
  */
 export function attachToServer(broadcaster: Broadcaster, wss: WebSocketServer, options: WsAdapterOptions = {}): Attachment {
-  const verify = createVerifier(options);
+  const verify = createVerifier(options, () => broadcaster.isDisposed);
   const tracker = trackerFor(broadcaster, options);
   const identities = new WeakMap<IncomingMessage, Identity>();
   const wssOptions = wss.options as { verifyClient?: unknown };
@@ -145,7 +145,7 @@ export function attachToServer(broadcaster: Broadcaster, wss: WebSocketServer, o
  * server), registration, and `wss.emit('connection', ws, request)` for your own listeners.
  */
 export function createUpgradeHandler(broadcaster: Broadcaster, options: WsAdapterOptions = {}): UpgradeHandler {
-  const verify = createVerifier(options);
+  const verify = createVerifier(options, () => broadcaster.isDisposed);
   const tracker = trackerFor(broadcaster, options);
   const pending = new Set<Duplex>();
   return {

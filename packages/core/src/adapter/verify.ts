@@ -54,12 +54,15 @@ const refusals = {
   closing: { reason: 'closing', status: 503 },
 } as const;
 
-/** The checks every connection passes before it is accepted, shared by all adapters. */
-export function createVerifier<R>(options: AdapterOptions<R>): Verifier<R> {
+/**
+ * The checks every connection passes before it is accepted, shared by all adapters. `closing`:
+ * true once the server is shutting down (the broadcaster is disposed): new connections get 503.
+ */
+export function createVerifier<R>(options: AdapterOptions<R>, closing: () => boolean = () => false): Verifier<R> {
   const { authenticate, allowedOrigins, requireOrigin = false, authTimeoutMs = 5_000 } = options;
   let disposed = false;
   const verify = async (request: R, origin: string | undefined): Promise<Verdict> => {
-    if (disposed) return { refusal: refusals.closing };
+    if (disposed || closing()) return { refusal: refusals.closing };
     if (!isOriginAllowed(origin, allowedOrigins, requireOrigin)) return { refusal: refusals.origin };
     if (!authenticate) return { identity: anonymous };
     let identity: Identity | undefined;
@@ -68,7 +71,7 @@ export function createVerifier<R>(options: AdapterOptions<R>): Verifier<R> {
     } catch (error) {
       return { refusal: isBcastError(error, ErrorCode.Timeout) ? refusals.timeout : refusals.unauthorized };
     }
-    if (disposed) return { refusal: refusals.closing };
+    if (disposed || closing()) return { refusal: refusals.closing };
     return identity ? { identity } : { refusal: refusals.unauthorized };
   };
   return Object.assign(verify, { dispose: () => void (disposed = true) });

@@ -179,7 +179,8 @@ export class ExecutionEngine {
 
   #reject(error: BcastError, operation: string, kind: OperationKind, started: number): ExecutionResult<never> {
     const durationMs = performance.now() - started;
-    this.#monitor.recordError('caller');
+    // Another node's invalid envelope is not a caller error here: the bridge counts it as dropped.
+    if (kind === 'local') this.#monitor.recordError('caller');
     this.#monitor.recordOperation(operation, 'rejected', durationMs, kind);
     return { status: 'rejected', error, durationMs, attempts: 0 };
   }

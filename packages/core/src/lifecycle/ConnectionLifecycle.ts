@@ -43,6 +43,8 @@ export class ConnectionLifecycle implements InboundHost {
   /** Pending forced terminations: timer -> connection. */
   readonly #timers = new Map<NodeJS.Timeout, Connection>();
   readonly #inbound = new WeakMap<ConnectionEntry, InboundState>();
+  /** While draining: connections closed by bcast whose transport has not reported the close yet. */
+  #draining: Map<ConnectionEntry, () => void> | undefined;
   /** Connections whose credentials expire: entry -> the timer that checks them. */
   readonly #expiry = new Map<ConnectionEntry, NodeJS.Timeout>();
   readonly #heartbeat: NodeJS.Timeout | undefined;
@@ -65,6 +67,10 @@ export class ConnectionLifecycle implements InboundHost {
     return this.#d.options.inbound;
   }
 
+  get limits(): ResolvedOptions['limits'] {
+    return this.#d.options.limits;
+  }
+
   /** Registers a live connection; a second registration under the same id replaces the first. */
   register(connection: Connection, options: { expiresAt?: number | undefined } = {}): ConnectionHandle {
     if (this.#closed) {
@@ -79,6 +85,40 @@ export class ConnectionLifecycle implements InboundHost {
     if (options.expiresAt !== undefined) this.setExpiry(entry, options.expiresAt);
     this.#hook('onConnect', () => this.options.onConnect?.(entry));
     return new Handle(entry, this);
+  }
+
+  /** The transport reports that a connection's socket closed. */
+  reportClosed(entry: ConnectionEntry, code: number, reason: string): void {
+    const waiter = this.#draining?.get(entry);
+    if (waiter) {
+      this.#draining?.delete(entry);
+      waiter();
+    }
+    this.unregister(entry, code, reason);
+  }
+
+  /**
+   * Closes every connection with `code`, then waits until each transport reported its close;
+   * whatever has not closed after `drainMs` is terminated. Resolves with how many did which.
+   */
+  async drain(code: number, reason: string, drainMs: number): Promise<{ closed: number; terminated: number }> {
+    const entries = [...this.#d.connections.entries()];
+    const waits = new Map<ConnectionEntry, () => void>();
+    const reported = entries.map((entry) => new Promise<void>((resolve) => waits.set(entry, resolve)));
+    this.#draining = waits;
+    this.close(code, reason);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(reported), new Promise<void>((resolve) => (timer = setTimeout(resolve, drainMs)))]);
+    clearTimeout(timer);
+    let terminated = 0;
+    for (const entry of waits.keys()) {
+      terminated += 1;
+      terminate(entry.connection);
+    }
+    this.#draining = undefined;
+    for (const t of this.#timers.keys()) clearTimeout(t);
+    this.#timers.clear();
+    return { closed: entries.length - terminated, terminated };
   }
 
   /** Forgets a connection (its socket closed). Idempotent; the app's onDisconnect hears it once. */
@@ -347,6 +387,6 @@ class Handle implements ConnectionHandle {
   }
 
   closed(code: number = CloseCode.GoingAway, reason = ''): void {
-    this.lifecycle.unregister(this.entry, code, reason);
+    this.lifecycle.reportClosed(this.entry, code, reason);
   }
 }

@@ -72,6 +72,8 @@ export class InboundState {
 export interface InboundHost {
   readonly options: InboundOptions;
   readonly resolved: ResolvedInbound;
+  /** The broadcaster's room id limit applies to client joins too. */
+  readonly limits: { readonly maxRoomIdLength: number };
   reply(entry: ConnectionEntry, reply: ServerReply): void;
   join(entry: ConnectionEntry, room: string): void;
   leave(entry: ConnectionEntry, room: string): boolean;
@@ -125,7 +127,7 @@ export async function handleInbound(host: InboundHost, entry: ConnectionEntry, d
       const roomValue = (msg as { room?: unknown }).room;
       let room: string;
       try {
-        room = validateRoomId(roomValue);
+        room = validateRoomId(roomValue, host.limits);
       } catch (error) {
         const why = isBcastError(error) ? error.message : 'invalid room';
         refuse(host, entry, ProtocolErrorCode.InvalidRoom, why, requestId);
