@@ -5,7 +5,7 @@ export type { FanOutObserver } from './connection/FanOutObserver.js';
 export { EncodedMessage, encodeMessage } from './connection/EncodedMessage.js';
 export type { ConnectionHandle } from './lifecycle/ConnectionLifecycle.js';
 export { newConnectionId, resolveIdentity, isOriginAllowed, withDeadline, type AuthResult, type Identity, type OriginPolicy } from './adapter/identity.js';
-export { anonymous, createVerifier, type AdapterOptions, type Attachment, type Refusal, type Verdict, type Verifier } from './adapter/verify.js';
+export { ConnectionCaps, anonymous, createVerifier, type AdapterOptions, type Attachment, type ConnectionCapOptions, type Refusal, type Verdict, type Verifier } from './adapter/verify.js';
 export { ConnectionTracker, type SocketControl } from './adapter/drain.js';
 export { deliverInbound } from './adapter/inbound.js';
 export { refuseUpgrade } from './adapter/http.js';

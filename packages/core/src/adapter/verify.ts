@@ -3,7 +3,7 @@ import { isBcastError } from '../errors/BcastError.js';
 import { isOriginAllowed, resolveIdentity, withDeadline, type AuthResult, type Identity, type OriginPolicy } from './identity.js';
 
 /** The options every adapter takes, with one meaning and one name everywhere. */
-export interface AdapterOptions<R> {
+export interface AdapterOptions<R> extends ConnectionCapOptions {
   /**
    * Identity of a connection, decided before it is accepted: a user id, an identity object, or
    * false to refuse (401 / `unauthorized`). A throw is a refusal; no answer within
@@ -75,4 +75,57 @@ export function createVerifier<R>(options: AdapterOptions<R>, closing: () => boo
     return identity ? { identity } : { refusal: refusals.unauthorized };
   };
   return Object.assign(verify, { dispose: () => void (disposed = true) });
+}
+
+/** Admission limits of an attachment (B15): a global cap and a per-IP cap on open connections. */
+export interface ConnectionCapOptions {
+  /** Open connections (and handshakes in progress) this attachment accepts in all; more get 503. @default 15_000 */
+  maxConnections?: number;
+  /** Open connections (and handshakes in progress) from one IP address; more get 503. @default Infinity */
+  maxConnectionsPerIp?: number;
+  /** The `Retry-After` (seconds) of a 503 for a cap. @default 5 */
+  retryAfterS?: number;
+}
+
+/**
+ * Counts what an attachment has admitted, per IP and in all, from the start of the handshake until
+ * the connection closes, so connections over a cap are refused (503 with `Retry-After`) before the
+ * upgrade, and existing clients are never touched.
+ */
+export class ConnectionCaps {
+  readonly #perIp = new Map<string, number>();
+  readonly #max: number;
+  readonly #maxPerIp: number;
+  readonly retryAfterS: number;
+  #total = 0;
+
+  constructor(options: ConnectionCapOptions = {}) {
+    this.#max = options.maxConnections ?? 15_000;
+    this.#maxPerIp = options.maxConnectionsPerIp ?? Number.POSITIVE_INFINITY;
+    this.retryAfterS = options.retryAfterS ?? 5;
+  }
+
+  get total(): number {
+    return this.#total;
+  }
+
+  /** Counts one more connection from `ip`; false (nothing counted) when a cap is reached. */
+  admit(ip: string | undefined): boolean {
+    const key = ip ?? '';
+    const n = this.#perIp.get(key) ?? 0;
+    if (this.#total >= this.#max || n >= this.#maxPerIp) return false;
+    this.#total += 1;
+    this.#perIp.set(key, n + 1);
+    return true;
+  }
+
+  /** The connection admitted for `ip` is gone (refused later, failed, or closed). */
+  release(ip: string | undefined): void {
+    const key = ip ?? '';
+    const n = this.#perIp.get(key);
+    if (n === undefined) return;
+    this.#total -= 1;
+    if (n <= 1) this.#perIp.delete(key);
+    else this.#perIp.set(key, n - 1);
+  }
 }
