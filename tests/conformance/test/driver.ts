@@ -1,4 +1,5 @@
-import type { AuthResult, Broadcaster, BroadcasterOptions, OriginPolicy } from '@bcast/core';
+import type { Broadcaster, BroadcasterOptions } from '@bcast/core';
+import type { AuthResult, OriginPolicy } from '@bcast/core/adapter';
 
 /**
  * What the conformance suite needs from one adapter. Each adapter provides one driver
@@ -11,6 +12,8 @@ export interface StartOptions {
   /** Identity from the upgrade; the token is whatever `ConnectOptions.token` carried. */
   authenticate?: (token: string | undefined) => AuthResult | Promise<AuthResult>;
   allowedOrigins?: OriginPolicy;
+  /** How long `authenticate` may take before the handshake is refused. @default the adapter's */
+  authTimeoutMs?: number;
 }
 
 export interface ServerUnderTest {
@@ -21,12 +24,8 @@ export interface ServerUnderTest {
   close(): Promise<void>;
   /** Listener counts on the server objects, to prove dispose() left nothing behind. */
   listenerCounts(): Record<string, number>;
-  /**
-   * listenerCounts() as they were just before the adapter was attached (optional). When present,
-   * the dispose case requires the counts to return to exactly these after dispose(); without it,
-   * it can only check that dispose() removed some listeners and added none.
-   */
-  readonly listenersBeforeAttach?: Readonly<Record<string, number>>;
+  /** listenerCounts() as they were just before the adapter was attached: dispose() must restore exactly these. */
+  readonly listenersBeforeAttach: Readonly<Record<string, number>>;
 }
 
 export interface TestClient {
@@ -53,11 +52,26 @@ export interface ConnectOptions {
   origin?: string;
 }
 
+/**
+ * How a refused handshake looked from the client (and, for socket.io, from engine.io). Compared
+ * whole, so that one kind of refusal can never pass for another (a 401 for a 403...).
+ */
+export interface Refusal {
+  /** ws, express: the HTTP status of the refused upgrade (the `ws` client's `unexpected-response`). */
+  readonly status?: number;
+  /** socket.io: the `connect_error` message. */
+  readonly message?: string;
+  /** socket.io: what the transport underneath reported, when the handshake failed below socket.io (the error's `description`). */
+  readonly cause?: string;
+  /** socket.io: engine.io's `connection_error`s during the attempt, when engine.io refused it (`allowRequest`). */
+  readonly engine?: ReadonlyArray<{ readonly code: number; readonly reason: string }>;
+}
+
 export interface AdapterDriver {
   readonly name: string;
   start(options: StartOptions): Promise<ServerUnderTest>;
   /** Connects and resolves once the server has registered the connection. */
   connect(server: ServerUnderTest, options?: ConnectOptions): Promise<TestClient>;
-  /** Attempts a connection that must be refused; resolves with the HTTP status (ws, express) or the connect_error message (socket.io). */
-  connectRejected(server: ServerUnderTest, options?: ConnectOptions): Promise<{ status?: number; message?: string }>;
+  /** Attempts a connection that must be refused and resolves with how it was refused; rejects when it is accepted. */
+  connectRejected(server: ServerUnderTest, options?: ConnectOptions): Promise<Refusal>;
 }

@@ -30,6 +30,7 @@ export const expressDriver: AdapterDriver = {
       path: '/ws',
       ...(authenticate ? { authenticate: (request) => authenticate(tokenOf(request)) } : {}),
       ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}),
+      ...(options.authTimeoutMs === undefined ? {} : { authTimeoutMs: options.authTimeoutMs }),
     });
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');

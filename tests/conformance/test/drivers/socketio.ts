@@ -5,7 +5,7 @@ import { Broadcaster } from '@bcast/core';
 import { attachToServer } from '@bcast/socket.io';
 import { Server } from 'socket.io';
 import { io as connectClient, type ManagerOptions, type Socket as ClientSocket, type SocketOptions } from 'socket.io-client';
-import type { AdapterDriver, ConnectOptions, ServerUnderTest, TestClient } from '../driver.js';
+import type { AdapterDriver, ConnectOptions, Refusal, ServerUnderTest, TestClient } from '../driver.js';
 
 const quiet = { warn: () => {}, error: () => {} };
 
@@ -130,10 +130,11 @@ export const socketIoDriver: AdapterDriver = {
       'nsp.middlewares': (io.sockets as unknown as { _fns: unknown[] })._fns.length,
     });
     const listenersBeforeAttach = listenerCounts();
-    const { authenticate, allowedOrigins } = options;
+    const { authenticate, allowedOrigins, authTimeoutMs } = options;
     const adapter = attachToServer(broadcaster, io, {
       ...(authenticate ? { authenticate: (handshake) => authenticate(typeof handshake.auth.token === 'string' ? handshake.auth.token : undefined) } : {}),
       ...(allowedOrigins === undefined ? {} : { allowedOrigins }),
+      ...(authTimeoutMs === undefined ? {} : { authTimeoutMs }),
     });
     http.listen(0, '127.0.0.1');
     await once(http, 'listening');
@@ -170,18 +171,31 @@ export const socketIoDriver: AdapterDriver = {
   },
 
   async connectRejected(server, options) {
-    const socket = connectClient((server as SocketIoServerUnderTest).url, clientOptions(options));
+    const { io, url } = server as SocketIoServerUnderTest;
+    // engine.io refuses in allowRequest before any socket.io socket exists, and says why only on
+    // the server (connection_error; code 4 is its FORBIDDEN): the client sees its transport fail.
+    const engineRefusals: Array<{ code: number; reason: string }> = [];
+    const onEngineError = (error: { code: number; message: string; context?: { message?: string } }): void =>
+      void engineRefusals.push({ code: error.code, reason: error.context?.message ?? error.message });
+    io.engine.on('connection_error', onEngineError);
+    const socket = connectClient(url, clientOptions(options));
     try {
-      const error = await new Promise<Error>((resolve, reject) => {
+      const error = await new Promise<Error & { description?: unknown }>((resolve, reject) => {
         socket.once('connect_error', resolve);
         socket.once('connect', () => reject(new Error('the connection was accepted')));
       });
-      // The contract wants the connect_error message. A middleware refusal carries its own
-      // ("unauthorized"); a handshake refused by engine.io's allowRequest fails the WebSocket
-      // upgrade (engine.io answers HTTP 400 to any refused upgrade, 403 to a refused polling
-      // handshake), which socket.io-client reports as "websocket error".
-      return { message: error.message };
+      // A middleware refusal carries its own message ("unauthorized"); a refused engine.io
+      // handshake is the transport's error ("websocket error"), its description the `ws` client's
+      // ("Unexpected server response: 400": engine.io answers 400 to every refused upgrade).
+      const cause = (error.description as { message?: unknown } | undefined)?.message;
+      const refusal: Refusal = {
+        message: error.message,
+        ...(typeof cause === 'string' ? { cause } : {}),
+        ...(engineRefusals.length > 0 ? { engine: engineRefusals } : {}),
+      };
+      return refusal;
     } finally {
+      io.engine.off('connection_error', onEngineError);
       socket.close();
     }
   },

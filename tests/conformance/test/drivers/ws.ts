@@ -31,6 +31,7 @@ export const wsDriver: AdapterDriver = {
     const adapter = attachToServer(broadcaster, wss, {
       ...(authenticate ? { authenticate: (request) => authenticate(tokenOf(request)) } : {}),
       ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}),
+      ...(options.authTimeoutMs === undefined ? {} : { authTimeoutMs: options.authTimeoutMs }),
     });
     server.listen(0, '127.0.0.1');
     await once(server, 'listening');

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { WebSocket, type ClientOptions } from 'ws';
-import type { ConnectOptions, TestClient } from '../driver.js';
+import type { ConnectOptions, Refusal, TestClient } from '../driver.js';
 
 /** Shared by the ws and express drivers: a `ws` client speaking the bcast protocol. */
 
@@ -104,7 +104,7 @@ export async function connectWs(url: string, options: ConnectOptions = {}): Prom
 }
 
 /** An upgrade that must be refused: resolves with the HTTP status. */
-export function connectWsRejected(url: string, options: ConnectOptions = {}): Promise<{ status?: number; message?: string }> {
+export function connectWsRejected(url: string, options: ConnectOptions = {}): Promise<Refusal> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, clientOptions(options));
     ws.on('error', () => {});
