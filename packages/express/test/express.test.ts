@@ -5,7 +5,10 @@ import { Broadcaster, ErrorCode, isBcastError } from '@bcast/core';
 import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
+import { guardProcess } from '../../../tests/support/processGuard.js';
 import { attachUpgrade, createBcastRouter } from '../src/index.js';
+
+guardProcess();
 
 const quiet = { warn: () => {}, error: () => {} };
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -119,6 +122,37 @@ describe('attachUpgrade', () => {
     if (!('ws' in theirs)) throw new Error(`refused with ${theirs.status}`);
     expect(await theirs.first).toBe('from the other server');
     expect(b.connections.size).toBe(1);
+  });
+
+  it('answers 403 to a foreign origin before authenticate, 401 to bad or throwing credentials, 503 when authenticate does not answer in time', async () => {
+    const b = broadcaster();
+    const server = createServer(express());
+    const asked: string[] = [];
+    const adapter = attachUpgrade(b, server, {
+      path: '/ws',
+      allowedOrigins: ['https://app.example'],
+      authTimeoutMs: 100,
+      authenticate: (req) => {
+        const user = String(req.headers['x-user'] ?? '');
+        asked.push(user);
+        if (user === 'throw') throw new Error('auth backend down');
+        if (user === 'hang') return new Promise<never>(() => {});
+        return user === 'alice' ? user : false;
+      },
+    });
+    cleanups.push(() => adapter.dispose());
+    const url = `ws://127.0.0.1:${await listen(server)}/ws`;
+    const origin = 'https://app.example';
+    expect(await tryConnect(url, { 'x-user': 'alice', origin: 'https://evil.example' })).toEqual({ status: 403 });
+    expect(asked).toEqual([]); // refused before authenticate ran
+    expect(await tryConnect(url, { 'x-user': 'mallory', origin })).toEqual({ status: 401 });
+    expect(await tryConnect(url, { 'x-user': 'throw', origin })).toEqual({ status: 401 });
+    expect(await tryConnect(url, { origin })).toEqual({ status: 401 });
+    expect(await tryConnect(url, { 'x-user': 'hang', origin })).toEqual({ status: 503 });
+    expect(asked).toEqual(['mallory', 'throw', '', 'hang']);
+    expect(b.connections.size).toBe(0);
+    expect('ws' in (await tryConnect(url, { 'x-user': 'alice', origin }))).toBe(true);
+    expect([...b.connections.byUser('alice')]).toHaveLength(1);
   });
 
   it('answers 404 to other paths when it is the only upgrade listener', async () => {

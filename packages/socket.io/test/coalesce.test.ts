@@ -1,5 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { client, closeAll, connected, startIo, type Harness } from './helpers.js';
+import { guardProcess } from '../../../tests/support/processGuard.js';
+
+guardProcess();
 
 // The direct write: on the websocket transport, with nothing queued in engine.io, a broadcast's
 // pre-built frame goes to the TCP socket; in a burst, the frames after the first leave in one write.

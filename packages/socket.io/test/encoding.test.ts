@@ -1,6 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Server } from 'socket.io';
 import { client, closeAll, connected, startIo, tcpOf, type Harness, type TestClient } from './helpers.js';
+import { guardProcess } from '../../../tests/support/processGuard.js';
+
+guardProcess();
 
 afterEach(closeAll);
 

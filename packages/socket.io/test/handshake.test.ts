@@ -5,7 +5,10 @@ import { Broadcaster } from '@bcast/core';
 import { Server } from 'socket.io';
 import { afterEach, describe, expect, it } from 'vitest';
 import { attachToServer } from '../src/index.js';
-import { client, closeAll, connected, quiet, refused, startIo } from './helpers.js';
+import { guardProcess } from '../../../tests/support/processGuard.js';
+import { client, closeAll, connected, engineErrors, quiet, refusal, refused, startIo } from './helpers.js';
+
+guardProcess();
 
 afterEach(closeAll);
 
@@ -28,8 +31,7 @@ describe('authentication', () => {
     const [entry] = [...h.broadcaster.connections.entries()];
     expect(entry).toMatchObject({ userId: 'u1', connection: { data: { role: 'admin' } } });
     for (const token of ['bad', 'throw', undefined]) {
-      const error = await refused(client(h.url, token === undefined ? {} : { auth: { token } }));
-      expect(error.message).toBe('unauthorized');
+      expect(await refusal(client(h.url, token === undefined ? {} : { auth: { token } }))).toEqual({ message: 'unauthorized' });
     }
     expect(seen).toEqual([{ token: 'good' }, { token: 'bad' }, { token: 'throw' }, {}]);
     expect(h.broadcaster.connections.size).toBe(1);
@@ -37,29 +39,30 @@ describe('authentication', () => {
 
   it('refuses a handshake whose authenticate does not answer within authTimeoutMs', async () => {
     const h = await startIo({ adapter: { authenticate: () => new Promise(() => {}), authTimeoutMs: 100 } });
-    expect((await refused(client(h.url))).message).toBe('unauthorized');
+    expect(await refusal(client(h.url))).toEqual({ message: 'unauthorized' });
     expect(h.broadcaster.connections.size).toBe(0);
   });
 
   it('refuses an invalid user id from authenticate', async () => {
     const h = await startIo({ adapter: { authenticate: () => 'x'.repeat(1_000) } });
-    expect((await refused(client(h.url))).message).toBe('unauthorized');
+    expect(await refusal(client(h.url))).toEqual({ message: 'unauthorized' });
   });
 });
+
+/** What a websocket-transport client sees when engine.io refuses its upgrade, whatever the reason. */
+const refusedUpgrade = { message: 'websocket error', cause: 'Unexpected server response: 400' };
 
 describe('origin checks through allowRequest', () => {
   it('refuse a foreign origin at the engine.io handshake, on websocket and on polling', async () => {
     const h = await startIo({ adapter: { allowedOrigins: [app] } });
-    const engineErrors: Array<{ code: number; message: string }> = [];
-    h.io.engine.on('connection_error', (e: { code: number; context: { message: string } }) => engineErrors.push({ code: e.code, message: e.context.message }));
-    const ws = await refused(client(h.url, { extraHeaders: { origin: evil } }));
-    expect(ws.message).toBe('websocket error');
+    const errors = engineErrors(h.io);
+    expect(await refusal(client(h.url, { extraHeaders: { origin: evil } }))).toEqual(refusedUpgrade);
     const polling = await refused(client(h.url, { transports: ['polling'], extraHeaders: { origin: evil } }));
     expect(polling).toMatchObject({ message: 'xhr poll error', description: 403 });
     // code 4 is engine.io's FORBIDDEN: refused before any engine.io session or socket.io socket exists
-    expect(engineErrors).toEqual([
-      { code: 4, message: 'origin not allowed' },
-      { code: 4, message: 'origin not allowed' },
+    expect(errors).toEqual([
+      { code: 4, reason: 'origin not allowed' },
+      { code: 4, reason: 'origin not allowed' },
     ]);
     expect(h.io.engine.clientsCount).toBe(0);
     await connected(client(h.url, { extraHeaders: { origin: app } }));
@@ -76,8 +79,14 @@ describe('origin checks through allowRequest', () => {
     };
     const h = await startIo({ server: { allowRequest: appCheck }, adapter: { allowedOrigins: [app] } });
     expect(h.io.engine.opts.allowRequest).not.toBe(appCheck);
-    await refused(client(h.url, { extraHeaders: { origin: evil } }));
-    await refused(client(h.url, { extraHeaders: { origin: app, 'x-block': '1' } }));
+    const errors = engineErrors(h.io);
+    expect(await refusal(client(h.url, { extraHeaders: { origin: evil } }))).toEqual(refusedUpgrade);
+    expect(await refusal(client(h.url, { extraHeaders: { origin: app, 'x-block': '1' } }))).toEqual(refusedUpgrade);
+    // told apart on the server: ours refused the first, the app's own check the second
+    expect(errors).toEqual([
+      { code: 4, reason: 'origin not allowed' },
+      { code: 4, reason: 'blocked by the app' },
+    ]);
     await connected(client(h.url, { extraHeaders: { origin: app } }));
     expect(calls).toEqual([app, app]); // the evil origin never reached the app's check
     await h.adapter.dispose();
@@ -95,7 +104,9 @@ describe('origin checks through allowRequest', () => {
     await once(http, 'listening');
     const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
     try {
-      await refused(client(url, { extraHeaders: { origin: evil } }));
+      const errors = engineErrors(io);
+      expect(await refusal(client(url, { extraHeaders: { origin: evil } }))).toEqual(refusedUpgrade);
+      expect(errors).toEqual([{ code: 4, reason: 'origin not allowed' }]);
       await connected(client(url, { extraHeaders: { origin: app } }));
       expect(broadcaster.connections.size).toBe(1);
     } finally {
@@ -111,8 +122,8 @@ describe('origin checks through allowRequest', () => {
   it('apply to one namespace only when attached to a Namespace (connect_error from its middleware)', async () => {
     const h = await startIo({ namespace: '/chat', adapter: { allowedOrigins: [app], requireOrigin: true } });
     expect(h.io.engine.opts.allowRequest).toBeUndefined();
-    expect((await refused(client(`${h.url}/chat`, { extraHeaders: { origin: evil } }))).message).toBe('origin not allowed');
-    expect((await refused(client(`${h.url}/chat`))).message).toBe('origin not allowed');
+    expect(await refusal(client(`${h.url}/chat`, { extraHeaders: { origin: evil } }))).toEqual({ message: 'origin not allowed' });
+    expect(await refusal(client(`${h.url}/chat`))).toEqual({ message: 'origin not allowed' });
     await connected(client(h.url, { extraHeaders: { origin: evil } })); // the main namespace is not ours
     await connected(client(`${h.url}/chat`, { extraHeaders: { origin: app } }));
     expect(h.broadcaster.connections.size).toBe(1);

@@ -114,6 +114,24 @@ export function refused(c: TestClient): Promise<Error & { description?: unknown 
   });
 }
 
+/**
+ * How a refused client saw it: the connect_error message and, when the transport failed under
+ * socket.io (a handshake engine.io refused), the transport's own error ("Unexpected server
+ * response: 400" from the `ws` client; engine.io answers 400 to every refused upgrade).
+ */
+export async function refusal(c: TestClient): Promise<{ message: string; cause?: string }> {
+  const error = await refused(c);
+  const cause = (error.description as { message?: unknown } | undefined)?.message;
+  return typeof cause === 'string' ? { message: error.message, cause } : { message: error.message };
+}
+
+/** engine.io's connection_error events from now on (code 4 is FORBIDDEN: refused by allowRequest), with the reason given. */
+export function engineErrors(io: Server): Array<{ code: number; reason: string }> {
+  const errors: Array<{ code: number; reason: string }> = [];
+  io.engine.on('connection_error', (e: { code: number; message: string; context?: { message?: string } }) => errors.push({ code: e.code, reason: e.context?.message ?? e.message }));
+  return errors;
+}
+
 /** The TCP socket under a websocket-transport client. */
 export function tcpOf(c: TestClient): NetSocket {
   const tcp = (c.socket.io as unknown as { engine: { transport: { ws?: { _socket?: NetSocket } } } }).engine.transport.ws?._socket;

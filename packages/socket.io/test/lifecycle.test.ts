@@ -3,6 +3,9 @@ import type { ConnectionEntry } from '@bcast/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { acceptSocket, closeCodeOf } from '../src/index.js';
 import { client, closeAll, connected, startIo, tcpOf } from './helpers.js';
+import { guardProcess } from '../../../tests/support/processGuard.js';
+
+guardProcess();
 
 afterEach(closeAll);
 
@@ -54,15 +57,16 @@ describe('disconnects', () => {
 
   it('unregister on client disconnect and on a killed TCP connection, with the mapped code', async () => {
     const closes: Array<[number, string]> = [];
-    const h = await startIo({ broadcaster: { onDisconnect: (_e: ConnectionEntry, code: number, reason: string) => void closes.push([code, reason]) } });
+    let bothGone!: () => void;
+    const gone = new Promise<void>((resolve) => (bothGone = resolve));
+    const onDisconnect = (_e: ConnectionEntry, code: number, reason: string): void => void (closes.push([code, reason]) === 2 && bothGone());
+    const h = await startIo({ broadcaster: { onDisconnect } });
     const polite = await connected(client(h.url));
     const killed = await connected(client(h.url));
     polite.socket.disconnect();
     tcpOf(killed).destroy();
-    await new Promise<void>((resolve) => {
-      const check = (): void => void (h.broadcaster.connections.size === 0 ? resolve() : setImmediate(check));
-      check();
-    });
+    await gone;
+    expect(h.broadcaster.connections.size).toBe(0);
     expect(closes.sort()).toEqual([
       [1000, 'client namespace disconnect'],
       [1001, 'transport close'],
@@ -125,9 +129,11 @@ describe('dispose()', () => {
 describe('acceptSocket', () => {
   it('registers a socket the app hands over (what @bcast/compat does) and wires it like attachToServer', async () => {
     const closes: Array<[number, string]> = [];
+    let unregistered!: () => void;
+    const gone = new Promise<void>((resolve) => (unregistered = resolve));
     const h = await startIo({
       namespace: '/unused',
-      broadcaster: { allowClientJoins: true, onDisconnect: (_e, code, reason) => void closes.push([code, reason]) },
+      broadcaster: { allowClientJoins: true, onDisconnect: (_e, code, reason) => void (closes.push([code, reason]), unregistered()) },
     });
     h.io.on('connection', (socket) => acceptSocket(h.broadcaster, socket, { userId: 'legacy', data: { from: 'compat' }, event: 'legacy' }));
     const c = await connected(client(h.url, { event: 'legacy' }));
@@ -139,10 +145,8 @@ describe('acceptSocket', () => {
     expect(await c.waitFor(2)).toEqual([expect.anything(), { hello: 'legacy' }]);
     const connection = entry!.connection;
     c.socket.disconnect();
-    await new Promise<void>((resolve) => {
-      const check = (): void => void (h.broadcaster.connections.size === 0 ? resolve() : setImmediate(check));
-      check();
-    });
+    await gone;
+    expect(h.broadcaster.connections.size).toBe(0);
     expect(closes).toEqual([[1000, 'client namespace disconnect']]);
     expect(connection.isOpen).toBe(false);
     expect(() => connection.send(h.broadcaster.encode('late'))).toThrow(expect.objectContaining({ code: 'BCAST_CONNECTION_CLOSED' }));

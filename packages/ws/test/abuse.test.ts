@@ -2,6 +2,9 @@ import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openClient, startWs, type Harness } from './helpers.js';
+import { guardProcess } from '../../../tests/support/processGuard.js';
+
+guardProcess();
 
 // RELIABILITY.md B5-B7 and B9 on a real server with recommendedServerOptions: a raw TCP client
 // speaks broken WebSocket; the server answers with the right close code, unregisters that
@@ -111,14 +114,17 @@ const cases: Array<[string, Buffer, number]> = [
 describe('protocol abuse (recommendedServerOptions)', () => {
   it.each(cases)('%s closes that client with the right code and nobody else notices', async (_name, bad, code) => {
     const disconnects: number[] = [];
-    harness = await startWs({ broadcaster: { onDisconnect: (_entry, closeCode) => void disconnects.push(closeCode) } });
+    let unregistered!: () => void;
+    const gone = new Promise<void>((resolve) => (unregistered = resolve));
+    harness = await startWs({ broadcaster: { onDisconnect: (_entry, closeCode) => void (disconnects.push(closeCode), unregistered()) } });
     const good = await openClient(harness.url);
     const evil = await rawClient(harness.url);
     expect(evil.handshake).toMatch(/^HTTP\/1\.1 101/);
     expect(harness.broadcaster.connections.size).toBe(2);
     evil.socket.write(bad);
     expect(await evil.closeCode).toBe(code);
-    await expect.poll(() => harness?.broadcaster.connections.size).toBe(1);
+    await gone;
+    expect(harness.broadcaster.connections.size).toBe(1);
     // onDisconnect (and the disconnect metric) hear the code the server closed with, not 1006
     expect(disconnects).toEqual([code]);
     const result = await harness.broadcaster.toAll({ after: 'abuse' });

@@ -1,5 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { openClient, startWs, type Harness } from './helpers.js';
+import { guardProcess } from '../../../tests/support/processGuard.js';
+
+guardProcess();
 
 // Coalescing (on by default): a lone broadcast is written at once; in a burst (two or more
 // broadcasts in one tick) the rest of the tick's broadcasts share one write per socket, and

@@ -5,6 +5,9 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { wsConnection } from '../src/index.js';
 import { frameFunction } from '../src/frame.js';
 import { openClient, startWs, type Client, type Harness } from './helpers.js';
+import { guardProcess } from '../../../tests/support/processGuard.js';
+
+guardProcess();
 
 let harness: Harness | undefined;
 afterEach(async () => {

@@ -6,6 +6,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { attachToServer, createUpgradeHandler, recommendedServerOptions } from '../src/index.js';
 import { openClient, rejectedStatus, startWs, type Harness } from './helpers.js';
+import { guardProcess } from '../../../tests/support/processGuard.js';
+
+guardProcess();
 
 const tokens: Record<string, string> = { alice: 'alice', bob: 'bob' };
 const authenticate = (request: { headers: Record<string, string | string[] | undefined> }) => {

@@ -115,14 +115,6 @@ export function rejectedStatus(url: string, options: ClientOptions = {}): Promis
       ws.terminate();
       reject(new Error('the upgrade was accepted'));
     });
+    ws.once('close', () => reject(new Error('closed without an HTTP answer')));
   });
-}
-
-/** Polls a condition on the event loop (for server-side state that has no event of its own). */
-export async function until(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
 }

@@ -3,6 +3,9 @@ import { CloseCode, type ConnectionEntry } from '@bcast/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { recommendedServerOptions } from '../src/index.js';
 import { openClient, startWs, type Harness } from './helpers.js';
+import { guardProcess } from '../../../tests/support/processGuard.js';
+
+guardProcess();
 
 let harness: Harness | undefined;
 afterEach(async () => {
@@ -134,9 +137,12 @@ describe('heartbeat', () => {
     expect([...harness.broadcaster.connections.byUser('healthy')]).toHaveLength(1);
     expect(healthy.ws.readyState).toBe(healthy.ws.OPEN);
   });
+});
 
-  it('finds a client that vanished without a close frame and removes it from users and rooms', async () => {
-    harness = await startWs({ adapter: { authenticate }, broadcaster: { allowClientJoins: true, pingIntervalMs: 300 } });
+describe('connection loss', () => {
+  it("unregisters a client whose TCP connection was destroyed without a close frame, from users and rooms, on its socket's close", async () => {
+    // The default heartbeat (30 s) cannot be what finds it within this test: the socket's close event does.
+    harness = await startWs({ adapter: { authenticate }, broadcaster: { allowClientJoins: true } });
     const victim = await openClient(harness.url, as('victim'));
     await victim.request(JSON.stringify({ type: 'join', room: 'lobby' }));
     expect(harness.broadcaster.rooms.members('lobby').size).toBe(1);
