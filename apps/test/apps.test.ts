@@ -1,6 +1,9 @@
 // The three sample apps in process, on port 0, with real clients.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APPS, connectClient, postJson, quietLogger, refusedConnection, type ChatClient, type RunningApp } from './helpers.js';
+import { guardProcess } from '../../tests/support/processGuard.js';
+
+guardProcess();
 
 describe.each(APPS)('$name', (app) => {
   let running: RunningApp;

@@ -7,6 +7,9 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { APPS, postJson, quietLogger, type RunningApp } from './helpers.js';
+import { guardProcess } from '../../tests/support/processGuard.js';
+
+guardProcess();
 
 const CHROMIUM = process.env.BCAST_CHROMIUM ?? '/usr/bin/chromium';
 const available = existsSync(CHROMIUM);
@@ -61,7 +64,7 @@ describe.skipIf(!available && !required)('the chat page in Chromium', () => {
         await join(alice, running.url, 'alice', 'lobby');
         await join(bob, running.url, 'bob', 'lobby');
         await alice.locator('#users button', { hasText: 'bob' }).waitFor();
- await alice.fill("#text", "Hello lobby from alice");
+        await alice.fill('#text', 'Hello lobby from alice');
         await alice.click('#send');
         await bob.locator('#log .msg', { hasText: 'Hello lobby from alice' }).waitFor();
         expect(await bob.locator('#log .msg', { hasText: 'Hello lobby from alice' }).locator('.badge').textContent()).toBe('# lobby');
@@ -77,7 +80,8 @@ describe.skipIf(!available && !required)('the chat page in Chromium', () => {
         await shown.waitFor();
         expect(await shown.locator('.badge').textContent()).toBe('announcement');
         await bob.locator('#log .msg.server', { hasText: 'Deploy at 18:00' }).waitFor();
- await alice.screenshot({ path: `${ARTIFACTS}${app.name}.png` }); expect(errors).toEqual([]);
+        await alice.screenshot({ path: `${ARTIFACTS}${app.name}.png` });
+        expect(errors).toEqual([]);
       } finally {
         await Promise.all(contexts.map((c) => c.close()));
       }

@@ -6,6 +6,9 @@ import { io as ioClient, type Socket as IoSocket } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REDIS_URL, skipReason, whyUnreachable } from '../../../packages/redis/test/helpers.js';
 import { WebSocket } from 'ws';
+import { guardProcess } from '../../support/processGuard.js';
+
+guardProcess();
 
 /**
  * Three server processes, one per adapter (ws, socket.io, express upgrade), each a Broadcaster with
