@@ -167,9 +167,10 @@ describe('ConnectionLifecycle: removals found by a fan-out', () => {
     expect(conn.terminated).toBe(true);
   });
 
-  it('a slow consumer is closed with 1013, unregistered, rooms left, and terminated after the timeout', async () => {
+  it('a slow consumer is closed with 1013, unregistered, rooms left, and terminated 1 s later (its own timeout)', async () => {
     vi.useFakeTimers();
-    const { b, add } = setup({ maxBufferedBytes: 1_000 });
+    // decisions.md section 7: a slow consumer gets 1 s, whatever closeTimeoutMs says
+    const { b, add } = setup({ maxBufferedBytes: 1_000, closeTimeoutMs: 300 });
     const slow = new Stubborn('slow');
     slow.bufferedBytes = 1_001;
     add('slow', ['r'], slow);

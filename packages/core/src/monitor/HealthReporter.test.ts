@@ -1,3 +1,4 @@
+import type { Meter, MeterProvider as MeterProviderApi, ObservableCallback, ObservableGauge } from '@opentelemetry/api';
 import { AggregationTemporality, MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Broadcaster, type Backplane, type BackplaneHealth, type BroadcasterOptions } from '@bcast/core';
@@ -21,6 +22,39 @@ function setup(options: BroadcasterOptions = {}): Broadcaster {
 afterEach(async () => {
   for (const b of made.splice(0)) await b.dispose();
 });
+
+/** Wraps a real MeterProvider and counts the callbacks registered on `bcast.circuit.state`. */
+function countingCallbacks(inner: MeterProviderApi): { provider: MeterProviderApi; live: Set<ObservableCallback> } {
+  const live = new Set<ObservableCallback>();
+  const wrapGauge = (gauge: ObservableGauge): ObservableGauge => ({
+    addCallback: (cb) => {
+      live.add(cb);
+      gauge.addCallback(cb);
+    },
+    removeCallback: (cb) => {
+      live.delete(cb);
+      gauge.removeCallback(cb);
+    },
+  });
+  const provider: MeterProviderApi = {
+    getMeter: (name, version, options) => {
+      const meter = inner.getMeter(name, version, options);
+      return new Proxy(meter, {
+        get(target, prop) {
+          if (prop === 'createObservableGauge') {
+            return (n: string, o?: Parameters<Meter['createObservableGauge']>[1]) => {
+              const gauge = target.createObservableGauge(n, o);
+              return n === 'bcast.circuit.state' ? wrapGauge(gauge) : gauge;
+            };
+          }
+          const value = Reflect.get(target, prop) as unknown;
+          return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+    },
+  };
+  return { provider, live };
+}
 
 async function circuitGaugePoints(reader: TestReader): Promise<number> {
   const { resourceMetrics } = await reader.collect();
@@ -109,19 +143,24 @@ describe('HealthReporter', () => {
 
   it('after dispose, a MeterProvider collects no bcast.circuit.state point from the disposed broadcasters (50 on one provider)', async () => {
     const reader = new TestReader();
-    const meterProvider = new MeterProvider({ readers: [reader] });
+    const sdk = new MeterProvider({ readers: [reader] });
+    const { provider: meterProvider, live } = countingCallbacks(sdk);
     for (let i = 0; i < 50; i += 1) {
       const b = new Broadcaster({ pingIntervalMs: 0, logger: quietLogger(), meterProvider });
       b.isolate(`scope-${i}`); // a circuit it would report
+      expect(live.size).toBe(1);
       await b.dispose();
+      expect(live.size).toBe(0); // the gauge callback was removed
+      b.isolate(`after-${i}`); // even a circuit used after dispose is not reported
     }
     expect(await circuitGaugePoints(reader)).toBe(0);
 
     // the gauge itself works: a live broadcaster on the same provider reports its circuit
     const b = setup({ meterProvider });
     b.isolate();
+    expect(live.size).toBe(1);
     expect(await circuitGaugePoints(reader)).toBe(1);
-    await meterProvider.shutdown();
+    await sdk.shutdown();
   });
 
   it('a broadcaster reports its circuits until it is disposed, then no more (delta reader)', async () => {
