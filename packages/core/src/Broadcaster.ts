@@ -11,8 +11,11 @@ import { BroadcastExecutor, type BroadcastJob, type FanOut } from './execution/B
 import { ExecutionEngine, type ExecutionResult } from './execution/ExecutionEngine.js';
 import type { BroadcastContext, BroadcastResult } from './execution/types.js';
 import { validateRoomId } from './execution/validate.js';
+import { MemoryHistory } from './history/HistoryStore.js';
+import { RoomHistory } from './history/RoomHistory.js';
 import { ConnectionLifecycle, type ConnectionHandle } from './lifecycle/ConnectionLifecycle.js';
 import { ExecutionMonitor } from './monitor/ExecutionMonitor.js';
+import { Presence, type PresenceReport } from './presence/Presence.js';
 import { HealthReporter, type BroadcasterStats, type HealthReport } from './monitor/HealthReporter.js';
 import { BACKPLANE_SCOPE, resolveOptions, withBackplaneScope, type BroadcasterOptions, type ResolvedOptions } from './options.js';
 import { ConnectionRegistry, type ConnectionsView } from './registry/ConnectionRegistry.js';
@@ -64,6 +67,8 @@ export class Broadcaster {
   readonly #lifecycle: ConnectionLifecycle;
   readonly #bridge: BackplaneBridge;
   readonly #health: HealthReporter;
+  readonly #history: RoomHistory | undefined;
+  readonly #presence: Presence;
   readonly #observers = new Set<FanOutObserver>();
   /** Broadcasts accepted and not finished yet (shutdown waits for them). */
   #inFlight = 0;
@@ -100,9 +105,17 @@ export class Broadcaster {
       }
     });
     this.#engine = new ExecutionEngine({ monitor, reliability: this.#reliability, classifier });
-    this.#executor = new BroadcastExecutor({ connections, rooms, limits: resolved.limits, classifier, observers: this.#observers, monitor, traceRoomNames: resolved.traceRoomNames, log: resolved.log });
-    this.#lifecycle = new ConnectionLifecycle({ connections, rooms, monitor, options: resolved });
+    const history = (this.#history = options.history && new RoomHistory(options.history, options.history.store ?? new MemoryHistory(), resolved.log));
+    this.#executor = new BroadcastExecutor({ connections, rooms, limits: resolved.limits, classifier, observers: this.#observers, monitor, traceRoomNames: resolved.traceRoomNames, history, log: resolved.log });
+    this.#lifecycle = new ConnectionLifecycle({ connections, rooms, monitor, options: resolved, history });
     bridge = this.#bridge = new BackplaneBridge({ backplane: this.backplane, engine: this.#engine, executor: this.#executor, lifecycle: this.#lifecycle, monitor, options: resolved });
+    const presence = (this.#presence = new Presence({ connections, rooms, nodeId: this.backplane.nodeId, log: resolved.log }, options.presence ?? {}));
+    if (presence.tracking) {
+      rooms.on((event) => {
+        const note = presence.update(event);
+        if (note && !this.#disposed) this.toRoom(note.event.room, note.event, { except: [note.except] }).catch((error: unknown) => resolved.log('warn', 'presence event failed', error));
+      });
+    }
     this.#health = new HealthReporter({ connections, rooms, monitor, reliability: this.#reliability, backplane: this.backplane, isDisposed: () => this.#disposed });
   }
 
@@ -182,6 +195,12 @@ export class Broadcaster {
   /** Removes a connection from every room; returns the rooms it left. */
   leaveAll(connectionId: string): string[] {
     return this.#rooms.leaveAll(connectionId);
+  }
+
+  /** Who is in a room: users with their connection counts, on every node when the presence store is shared. */
+  presence(room: string): Promise<PresenceReport> {
+    validateRoomId(room, this.#options.limits);
+    return this.#presence.list(room);
   }
 
   // ---- broadcasting ------------------------------------------------------------------------
@@ -287,6 +306,7 @@ export class Broadcaster {
 
   async #release(closeBackplane: boolean | undefined): Promise<void> {
     try {
+      await this.#presence.close();
       await this.#bridge.stop();
       if (closeBackplane ?? this.#ownsBackplane) await this.backplane.close();
     } catch (error) {

@@ -14,5 +14,8 @@ export { ErrorClassifier, type ErrorCategory, type ErrorClassifierOptions } from
 export type { CircuitBreakerOptions, CircuitStateName, ReliabilityOptions, RetryOptions, ScopeOptions, ScopeState } from './reliability/ReliabilityManager.js';
 export { ProtocolErrorCode, type ClientMessage, type ServerReply } from './protocol/messages.js';
 export type { InboundOptions } from './protocol/InboundProtocol.js';
+export type { HistoryOptions, HistoryStats, RoomPattern } from './history/RoomHistory.js';
+export type { StreamPosition } from './history/HistoryStore.js';
+export type { PresenceEvent, PresenceOptions, PresenceReport } from './presence/Presence.js';
 export type { Backplane, BackplaneHealth, BackplaneHealthStatus } from './backplane/Backplane.js';
 export { VERSION } from './version.js';

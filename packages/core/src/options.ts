@@ -6,6 +6,8 @@ import type { ErrorClassifier } from './errors/classify.js';
 import { ErrorCode } from './errors/codes.js';
 import type { BroadcastLimits } from './execution/BroadcastExecutor.js';
 import { resolveInbound, type InboundOptions, type ResolvedInbound } from './protocol/InboundProtocol.js';
+import type { HistoryOptions } from './history/RoomHistory.js';
+import type { PresenceOptions } from './presence/Presence.js';
 import type { ConnectionEntry } from './registry/ConnectionRegistry.js';
 import type { ReliabilityOptions, ScopeOptions } from './reliability/ReliabilityManager.js';
 
@@ -49,6 +51,14 @@ export interface BroadcasterOptions extends InboundOptions {
   classifier?: ErrorClassifier;
   /** Where warnings go. @default console */
   logger?: Logger;
+  /**
+   * Rooms that keep a history (the last `maxMessages` messages of the last `ttlMs`): their messages
+   * carry a stream position, and a client that joins with `since` gets what it missed, then live
+   * messages, or `recovered: false` (docs/PROTOCOL.md). @default no room keeps a history
+   */
+  history?: HistoryOptions;
+  /** Presence across processes (`presence(room)`) and opt-in join/leave events to room members. */
+  presence?: PresenceOptions;
   /** What happens when a connection's credentials expire (`expiresAt` from `authenticate`, or `setExpiry`). */
   authExpiry?: AuthExpiryOptions;
   /** Called after a connection is registered / unregistered. A throw is logged and ignored. */

@@ -28,6 +28,8 @@ export interface BackplaneEnvelope {
   readonly ts: number;
   /** HMAC-SHA256 of the envelope under the cluster's `signingKey` (base64url), when one is set. */
   readonly sig?: string;
+  /** A message of a room with history: its stream position (recorded by the publishing node); `{}` when it could not be recorded. */
+  readonly pub?: { readonly offset?: number; readonly epoch?: string };
 }
 
 export type BackplaneHealthStatus = 'healthy' | 'degraded' | 'unhealthy';

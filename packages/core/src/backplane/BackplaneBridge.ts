@@ -4,6 +4,7 @@ import { isBcastError, type BcastError } from '../errors/BcastError.js';
 import { ErrorCode } from '../errors/codes.js';
 import type { BroadcastExecutor, BroadcastJob } from '../execution/BroadcastExecutor.js';
 import type { ExecutionEngine, Propagation } from '../execution/ExecutionEngine.js';
+import { Publication } from '../history/RoomHistory.js';
 import type { ConnectionLifecycle } from '../lifecycle/ConnectionLifecycle.js';
 import type { ExecutionMonitor } from '../monitor/ExecutionMonitor.js';
 import { BACKPLANE_SCOPE, type ResolvedOptions } from '../options.js';
@@ -73,7 +74,8 @@ export class BackplaneBridge implements Propagation<BroadcastJob> {
   async propagate(job: BroadcastJob, signal: AbortSignal): Promise<void> {
     const carrier: Record<string, string> = {};
     otelPropagation.inject(otelContext.active(), carrier);
-    const envelope = sign(toEnvelope(job.request, job.encoded!, this.#d.backplane.nodeId, carrier), this.#d.options.signingKey);
+    const pub = job.publication === undefined ? undefined : (job.publication.position ?? null);
+    const envelope = sign(toEnvelope(job.request, job.encoded!, this.#d.backplane.nodeId, carrier, pub), this.#d.options.signingKey);
     await this.#d.backplane.publish(envelope, { signal });
     this.#lastPublishedAt = Date.now();
     this.#d.monitor.recordBackplane('published');
@@ -121,6 +123,12 @@ export class BackplaneBridge implements Propagation<BroadcastJob> {
     if (tooLarge(envelope, options.limits.maxMessageBytes)) return monitor.recordBackplaneDropped('too_large');
     monitor.recordBackplane('received');
     const job: BroadcastJob = { ...fromEnvelope(envelope), origin: 'remote', source: { nodeId: envelope.nodeId, envelopeId: envelope.id } };
+    if (envelope.pub !== undefined && envelope.enc !== 'binary') {
+      const { offset, epoch } = envelope.pub;
+      const position = offset === undefined || epoch === undefined ? undefined : { offset, epoch };
+      const json = envelope.enc === 'json' ? envelope.payload : JSON.stringify(envelope.payload);
+      job.publication = new Publication(envelope.target as string, position, json, { type: envelope.type, volatile: envelope.volatile === true });
+    }
     const parent = envelope.trace ? otelPropagation.extract(otelContext.active(), envelope.trace) : otelContext.active();
     this.#d.engine.execute(this.#d.executor, job, { parent }).then(
       (outcome) => {
@@ -153,7 +161,7 @@ function dropReason(error: BcastError | undefined): string {
 
 /** The signed content, in a fixed order whatever order the fields arrived in. */
 function signedText(e: BackplaneEnvelope): string {
-  return JSON.stringify([e.v, e.id, e.nodeId, e.op, e.target ?? null, e.except ?? null, e.enc, e.payload, e.type ?? null, e.volatile === true, e.ts]);
+  return JSON.stringify([e.v, e.id, e.nodeId, e.op, e.target ?? null, e.except ?? null, e.enc, e.payload, e.type ?? null, e.volatile === true, e.ts, e.pub ?? null]);
 }
 
 function mac(envelope: BackplaneEnvelope, key: Uint8Array): Buffer {

@@ -8,6 +8,7 @@ export function toEnvelope(
   message: EncodedMessage,
   nodeId: string,
   traceCarrier: Record<string, string> | undefined,
+  position?: { readonly offset: number; readonly epoch: string } | null,
 ): BackplaneEnvelope {
   const target =
     ctx.operation === 'user' ? ctx.userId : ctx.operation === 'room' ? ctx.room : ctx.operation === 'connections' ? ctx.connectionIds : undefined;
@@ -24,6 +25,7 @@ export function toEnvelope(
     ...(message.type === undefined ? {} : { type: message.type }),
     ...(message.volatile ? { volatile: true } : {}),
     ...(traceCarrier && Object.keys(traceCarrier).length > 0 ? { trace: traceCarrier } : {}),
+    ...(position === undefined ? {} : { pub: position === null ? {} : { offset: position.offset, epoch: position.epoch } }),
     ts: Date.now(),
   };
 }
@@ -47,6 +49,12 @@ export function envelopeProblem(value: unknown): string | undefined {
   }
   if (e.except !== undefined && (!Array.isArray(e.except) || !e.except.every((t) => typeof t === 'string'))) return 'bad except';
   if (e.sig !== undefined && typeof e.sig !== 'string') return 'bad sig';
+  if (e.pub !== undefined) {
+    const p = e.pub as { offset?: unknown; epoch?: unknown } | null;
+    if (e.op !== 'room' || typeof p !== 'object' || p === null) return 'bad pub';
+    if ((p.offset === undefined) !== (p.epoch === undefined)) return 'bad pub';
+    if (p.offset !== undefined && (typeof p.offset !== 'number' || !Number.isSafeInteger(p.offset) || typeof p.epoch !== 'string')) return 'bad pub';
+  }
   if (typeof e.ts !== 'number') return 'bad ts';
   return undefined;
 }

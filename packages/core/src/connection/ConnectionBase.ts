@@ -25,6 +25,7 @@ export abstract class ConnectionBase implements Connection, ConnectionEntry {
   lastSeenAt = 0;
   awaitingPong = false;
   expiresAt: number | undefined = undefined;
+  recovering: EncodedMessage[] | undefined = undefined;
 
   constructor() {
     this.connection = this;

@@ -4,6 +4,7 @@ import type { FanOutObserver } from '../connection/FanOutObserver.js';
 import { BcastError } from '../errors/BcastError.js';
 import type { ErrorClassifier } from '../errors/classify.js';
 import { CloseCode, CloseReason, ErrorCode } from '../errors/codes.js';
+import { dataOf, type Publication, type RoomHistory } from '../history/RoomHistory.js';
 import type { ExecutionMonitor } from '../monitor/ExecutionMonitor.js';
 import type { ConnectionEntry, ConnectionRegistry } from '../registry/ConnectionRegistry.js';
 import type { RoomRegistry } from '../registry/RoomRegistry.js';
@@ -20,6 +21,8 @@ export interface BroadcastJob {
   encoded: EncodedMessage | undefined;
   /** The publishing node and envelope id (remote only). */
   readonly source?: { readonly nodeId: string; readonly envelopeId: string };
+  /** For a room with history: the message as clients get it, with its stream position. */
+  publication?: Publication | undefined;
 }
 
 export interface BroadcastLimits extends IdLimits {
@@ -66,6 +69,8 @@ export interface FanOutDeps {
   readonly monitor: ExecutionMonitor;
   /** Put room names on spans (the app opted in). */
   readonly traceRoomNames: boolean;
+  /** Rooms that keep a history (undefined: none). */
+  readonly history: RoomHistory | undefined;
   readonly log: (level: 'warn' | 'error', message: string, error?: unknown) => void;
 }
 
@@ -129,11 +134,20 @@ export class BroadcastExecutor implements ExecutionInterface<BroadcastJob, FanOu
         details: { bytes: job.encoded.byteLength, maxBytes: limits.maxMessageBytes },
       });
     }
+    if (job.origin === 'local' && req.operation === 'room' && this.#deps.history?.has(req.room as string)) dataOf(job.encoded);
+  }
+
+  /** A broadcast to a room with history is recorded first: every recipient, here and on other nodes, gets its position. */
+  async prepare(job: BroadcastJob): Promise<void> {
+    const history = this.#deps.history;
+    const room = job.request.room;
+    if (history === undefined || job.origin !== 'local' || job.request.operation !== 'room' || !history.has(room as string)) return;
+    job.publication = await history.record(room as string, job.encoded as EncodedMessage);
   }
 
   executeCoreLogic(job: BroadcastJob): FanOut {
     const req = job.request;
-    const message = job.encoded as EncodedMessage;
+    const message = job.publication ?? (job.encoded as EncodedMessage);
     const d = this.#deps;
     const except = req.except && req.except.length > 0 ? new Set(req.except) : undefined;
     const deadReason = req.deadConnectionReason ?? CloseReason.ConnectionLost;
@@ -154,6 +168,11 @@ export class BroadcastExecutor implements ExecutionInterface<BroadcastJob, FanOu
       recipients += 1;
       if (entry.isClosing) {
         failed += 1;
+        return;
+      }
+      if (entry.recovering !== undefined) {
+        entry.recovering.push(message); // sent right after the messages it missed
+        delivered += 1;
         return;
       }
       const conn = entry.connection;

@@ -31,6 +31,8 @@ export interface ExecutionInterface<C, R> {
   describe(context: C): ExecutionDescription;
   /** Throws a BcastError when the context is not acceptable; nothing has been done yet. */
   validatePreconditions(context: C): void | Promise<void>;
+  /** Work needed before anything is sent, after validation (e.g. recording the message in a room's history). A throw fails the operation. */
+  prepare?(context: C): void | Promise<void>;
   executeCoreLogic(context: C, run: ExecutionRun): R | Promise<R>;
   /** Outcome and span attributes of a result. @default success, no attributes */
   summarize?(result: R, context: C, propagation: PropagationOutcome | undefined): { outcome: Exclude<Outcome, 'rejected'>; attributes?: Attributes };
@@ -124,9 +126,11 @@ export class ExecutionEngine {
         return this.#reject(err, description.operation, kind, started);
       }
       const step = options.propagation;
-      const propagating = step !== undefined && step.wanted(ctx) ? otelContext.with(active, () => this.#propagate(step, ctx, span)) : undefined;
+      let propagating: Promise<PropagationOutcome> | undefined;
       let result: R;
       try {
+        if (executor.prepare) await otelContext.with(active, () => executor.prepare?.(ctx));
+        propagating = step !== undefined && step.wanted(ctx) ? otelContext.with(active, () => this.#propagate(step, ctx, span)) : undefined;
         result = await otelContext.with(active, async () => {
           if (description.reliabilityScope === undefined) {
             attempts = 1;
@@ -179,9 +183,11 @@ export class ExecutionEngine {
 
   #reject(error: BcastError, operation: string, kind: OperationKind, started: number): ExecutionResult<never> {
     const durationMs = performance.now() - started;
-    // Another node's invalid envelope is not a caller error here: the bridge counts it as dropped.
-    if (kind === 'local') this.#monitor.recordError('caller');
-    this.#monitor.recordOperation(operation, 'rejected', durationMs, kind);
+    // Another node's invalid envelope is neither a caller error nor a remote broadcast: the bridge counts it as dropped.
+    if (kind === 'local') {
+      this.#monitor.recordError('caller');
+      this.#monitor.recordOperation(operation, 'rejected', durationMs, kind);
+    }
     return { status: 'rejected', error, durationMs, attempts: 0 };
   }
 }

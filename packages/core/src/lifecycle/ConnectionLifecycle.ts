@@ -4,6 +4,9 @@ import { expiryOf } from '../adapter/identity.js';
 import { BcastError } from '../errors/BcastError.js';
 import { CloseCode, CloseReason, ErrorCode } from '../errors/codes.js';
 import type { Removal, RemovalReason } from '../execution/BroadcastExecutor.js';
+import { Publication, type RoomHistory } from '../history/RoomHistory.js';
+import type { StreamPosition } from '../history/HistoryStore.js';
+import type { EncodedMessage } from '../connection/EncodedMessage.js';
 import type { ExecutionMonitor } from '../monitor/ExecutionMonitor.js';
 import type { ResolvedOptions } from '../options.js';
 import { InboundState, handleInbound, takeToken, type InboundHost } from '../protocol/InboundProtocol.js';
@@ -27,6 +30,8 @@ export interface ConnectionHandle {
 }
 
 export interface LifecycleDeps {
+  /** Rooms that keep a history: joins may recover what a client missed. */
+  readonly history: RoomHistory | undefined;
   readonly connections: ConnectionRegistry;
   readonly rooms: RoomRegistry;
   readonly monitor: ExecutionMonitor;
@@ -131,8 +136,8 @@ export class ConnectionLifecycle implements InboundHost {
       clearTimeout(expiry);
       this.#expiry.delete(entry);
     }
+    rooms.leaveAll(entry.id); // first: whoever follows the rooms still finds the connection
     connections.remove(entry.id);
-    rooms.leaveAll(entry.id);
     monitor.connectionClosed();
     this.#hook('onDisconnect', () => this.options.onDisconnect?.(entry, code, reason));
   }
@@ -265,8 +270,47 @@ export class ConnectionLifecycle implements InboundHost {
     }
   }
 
-  join(entry: ConnectionEntry, room: string): void {
+  /**
+   * Joins a room the client asked for and answers `ok`. In a room with history the answer carries
+   * the room's position, and a join with `since` first sends every message the client missed, in
+   * order (broadcasts meanwhile are held and follow, without duplicates), or says `recovered: false`.
+   */
+  async join(entry: ConnectionEntry, room: string, since: StreamPosition | undefined, requestId: string | number | undefined): Promise<void> {
+    const history = this.#d.history;
+    const id = requestId === undefined ? {} : { requestId };
+    if (history === undefined || !history.has(room)) {
+      this.#d.rooms.join(entry.id, room);
+      return this.reply(entry, { type: 'ok', op: 'join', room, ...id });
+    }
+    if (since === undefined) {
+      this.#d.rooms.join(entry.id, room);
+      const position = await history.position(room);
+      return this.reply(entry, { type: 'ok', op: 'join', room, ...id, ...(position ? { position } : {}) });
+    }
+    const held: EncodedMessage[] = (entry.recovering ??= []);
     this.#d.rooms.join(entry.id, room);
+    const r = await history.recover(room, since);
+    let last = since.offset;
+    for (const message of r.messages) {
+      this.#write(entry, message);
+      last = message.position?.offset ?? last;
+    }
+    this.reply(entry, { type: 'ok', op: 'join', room, ...id, recovered: r.recovered, ...(r.position ? { position: r.position } : {}) });
+    if (entry.recovering === held) entry.recovering = undefined;
+    for (const message of held) {
+      const seen = r.recovered && message instanceof Publication && message.room === room && message.position?.epoch === r.position?.epoch && (message.position?.offset ?? Infinity) <= last;
+      if (!seen) this.#write(entry, message);
+    }
+  }
+
+  #write(entry: ConnectionEntry, message: EncodedMessage): void {
+    if (entry.isClosing || !entry.connection.isOpen) return;
+    try {
+      entry.connection.send(message);
+      entry.messageCount += 1;
+    } catch (error) {
+      this.log('warn', `send to connection ${entry.id} failed`, error);
+    }
   }
 
   leave(entry: ConnectionEntry, room: string): boolean {

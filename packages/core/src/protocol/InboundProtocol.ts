@@ -1,6 +1,7 @@
 import type { ConnectionEntry } from '../registry/ConnectionRegistry.js';
 import { isBcastError } from '../errors/BcastError.js';
 import { validateRoomId } from '../execution/validate.js';
+import type { StreamPosition } from '../history/HistoryStore.js';
 import { ProtocolErrorCode, type ServerReply } from './messages.js';
 
 export interface InboundOptions {
@@ -75,7 +76,8 @@ export interface InboundHost {
   /** The broadcaster's room id limit applies to client joins too. */
   readonly limits: { readonly maxRoomIdLength: number };
   reply(entry: ConnectionEntry, reply: ServerReply): void;
-  join(entry: ConnectionEntry, room: string): void;
+  /** Joins and answers `ok` (recovering the room's history when `since` is given). */
+  join(entry: ConnectionEntry, room: string, since: StreamPosition | undefined, requestId: string | number | undefined): Promise<void>;
   leave(entry: ConnectionEntry, room: string): boolean;
   roomCount(entry: ConnectionEntry): number;
   isMember(entry: ConnectionEntry, room: string): boolean;
@@ -133,6 +135,11 @@ export async function handleInbound(host: InboundHost, entry: ConnectionEntry, d
         refuse(host, entry, ProtocolErrorCode.InvalidRoom, why, requestId);
         return;
       }
+      const since = positionOf((msg as { since?: unknown }).since);
+      if (since === null) {
+        refuse(host, entry, ProtocolErrorCode.InvalidArgument, 'since must be {"offset": a non-negative integer, "epoch": a string}', requestId);
+        return;
+      }
       if (type === 'leave') {
         host.leave(entry, room);
         host.reply(entry, withId({ type: 'ok', op: 'leave', room }, requestId));
@@ -157,9 +164,7 @@ export async function handleInbound(host: InboundHost, entry: ConnectionEntry, d
         refuse(host, entry, ProtocolErrorCode.Forbidden, `not allowed to join ${JSON.stringify(room)}`, requestId);
         return;
       }
-      host.join(entry, room);
-      host.reply(entry, withId({ type: 'ok', op: 'join', room }, requestId));
-      return;
+      return host.join(entry, room, since, requestId);
     }
     case 'ping':
       host.reply(entry, withId({ type: 'pong' }, requestId));
@@ -168,6 +173,15 @@ export async function handleInbound(host: InboundHost, entry: ConnectionEntry, d
       if (options.onMessage) return callHook(host, entry, msg);
       refuse(host, entry, ProtocolErrorCode.UnknownType, `unknown message type ${JSON.stringify(String(type))}`, requestId);
   }
+}
+
+/** A client's `since`: undefined when absent, null when malformed. */
+function positionOf(value: unknown): StreamPosition | undefined | null {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'object' || value === null) return null;
+  const { offset, epoch } = value as { offset?: unknown; epoch?: unknown };
+  if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0 || typeof epoch !== 'string' || epoch.length === 0 || epoch.length > 64) return null;
+  return { offset, epoch };
 }
 
 function refuse(host: InboundHost, entry: ConnectionEntry, code: ProtocolErrorCode, message: string, requestId: string | number | undefined): void {

@@ -1,4 +1,5 @@
 import type { Connection } from '../connection/Connection.js';
+import type { EncodedMessage } from '../connection/EncodedMessage.js';
 import { ConnectionBase } from '../connection/ConnectionBase.js';
 
 /** A registered connection and what bcast knows about it. */
@@ -19,6 +20,8 @@ export interface ConnectionEntry {
   awaitingPong: boolean;
   /** When its credentials expire (ms since the epoch; see `authExpiry`); undefined: never. */
   expiresAt: number | undefined;
+  /** @internal Broadcasts held while the connection recovers a room's history (sent after the missed ones). */
+  recovering: EncodedMessage[] | undefined;
 }
 
 /** What applications read of the live connections (`broadcaster.connections`). */
@@ -60,6 +63,7 @@ export class ConnectionRegistry implements ConnectionsView {
       connection.lastSeenAt = Date.now();
       connection.awaitingPong = false;
       connection.expiresAt = undefined;
+      connection.recovering = undefined;
     } else {
       entry = {
         id: connection.id,
@@ -72,6 +76,7 @@ export class ConnectionRegistry implements ConnectionsView {
         lastSeenAt: Date.now(),
         awaitingPong: false,
         expiresAt: undefined,
+        recovering: undefined,
       };
     }
     this.#byId.set(entry.id, entry);
