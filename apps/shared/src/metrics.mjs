@@ -5,14 +5,14 @@ import { AggregationType, MeterProvider } from '@opentelemetry/sdk-metrics';
 import { ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
 
 /**
- * Broadcasts take well under a millisecond to a few milliseconds: the SDK's default histogram
- * buckets (0, 5, 10, 25 ... 10000) would put nearly all of them in one bucket.
+ * Broadcasts take well under a millisecond to a few milliseconds (the histogram is in seconds): the
+ * SDK's default buckets (0, 5, 10, 25 ... 10000) would put nearly all of them in one bucket.
  * @type {import('@opentelemetry/sdk-metrics').ViewOptions[]}
  */
 export const METRIC_VIEWS = [
   {
     instrumentName: 'bcast.broadcast.duration',
-    aggregation: { type: AggregationType.EXPLICIT_BUCKET_HISTOGRAM, options: { boundaries: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500] } },
+    aggregation: { type: AggregationType.EXPLICIT_BUCKET_HISTOGRAM, options: { boundaries: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5] } },
   },
 ];
 

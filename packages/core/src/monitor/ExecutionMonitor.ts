@@ -158,23 +158,24 @@ export class ExecutionMonitor {
     this.meter = (options.meterProvider ?? metrics.getMeterProvider()).getMeter('@bcast/core', VERSION);
     this.#sampleSize = options.latencySampleSize ?? 1024;
     const m = this.meter;
-    this.#broadcasts = m.createCounter('bcast.broadcasts', { description: 'Broadcasts called on this node, by operation and outcome' });
-    this.#remoteBroadcasts = m.createCounter('bcast.remote.broadcasts', { description: "Other nodes' broadcasts delivered on this node, by operation and outcome" });
-    this.#backplaneDroppedCounter = m.createCounter('bcast.backplane.dropped', { description: 'Envelopes from the backplane dropped (invalid, oversize, unsigned), by reason' });
-    this.#deliveriesCounter = m.createCounter('bcast.deliveries', { description: 'Messages written to connections' });
+    this.#broadcasts = m.createCounter('bcast.broadcasts', { description: 'Broadcasts called on this node, by operation and outcome', unit: '{broadcast}' });
+    this.#remoteBroadcasts = m.createCounter('bcast.remote.broadcasts', { description: "Other nodes' broadcasts delivered on this node, by operation and outcome", unit: '{broadcast}' });
+    this.#backplaneDroppedCounter = m.createCounter('bcast.backplane.dropped', { description: 'Envelopes from the backplane dropped (invalid, oversize, unsigned), by reason', unit: '{envelope}' });
+    this.#deliveriesCounter = m.createCounter('bcast.deliveries', { description: 'Messages written to connections', unit: '{message}' });
     this.#duration = m.createHistogram('bcast.broadcast.duration', {
-      description: 'Duration of a broadcast',
-      unit: 'ms',
-      // Broadcasts take microseconds to milliseconds; the SDK's default buckets start at 5 ms.
-      advice: { explicitBucketBoundaries: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000] },
+      description: 'Duration of a broadcast called on this node',
+      unit: 's',
+      // Broadcasts take microseconds to milliseconds; the SDK's default buckets start at 5 (seconds, here).
+      advice: { explicitBucketBoundaries: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5] },
     });
-    this.#connections = m.createUpDownCounter('bcast.connections', { description: 'Open connections' });
-    this.#droppedCounter = m.createCounter('bcast.messages.dropped', { description: 'Messages not delivered on purpose, by reason' });
-    this.#disconnectsCounter = m.createCounter('bcast.disconnects', { description: 'Connections closed by bcast, by code and reason' });
-    this.#publishErrors = m.createCounter('bcast.backplane.publish_errors', { description: 'Backplane publishes that failed' });
-    this.#inboundCounter = m.createCounter('bcast.inbound.rejected', { description: 'Client messages rejected, by code' });
+    this.#connections = m.createUpDownCounter('bcast.connections', { description: 'Open connections', unit: '{connection}' });
+    this.#droppedCounter = m.createCounter('bcast.messages.dropped', { description: 'Messages not delivered on purpose, by reason', unit: '{message}' });
+    this.#disconnectsCounter = m.createCounter('bcast.disconnects', { description: 'Connections closed by bcast, by close code and reason', unit: '{connection}' });
+    this.#publishErrors = m.createCounter('bcast.backplane.publish_errors', { description: 'Backplane publishes that failed', unit: '{publish}' });
+    this.#inboundCounter = m.createCounter('bcast.inbound.rejected', { description: 'Client messages rejected, by error code', unit: '{message}' });
     this.#circuitGauge = m.createObservableGauge('bcast.circuit.state', {
       description: 'Circuit state per scope: 0 closed, 1 half-open, 2 open, 3 isolated',
+      unit: '{state}',
     });
     this.#observeCircuits = (result) => {
       const states = this.#circuitSource?.() ?? {};
@@ -216,7 +217,7 @@ export class ExecutionMonitor {
       return;
     }
     this.#broadcasts.add(1, attrs);
-    this.#duration.record(durationMs, attrs);
+    this.#duration.record(durationMs / 1000, attrs);
   }
 
   recordDeliveries(count: number, operation: string): void {
@@ -232,18 +233,18 @@ export class ExecutionMonitor {
   recordDropped(reason: string, count = 1): void {
     if (count === 0) return;
     this.#dropped[reason] = (this.#dropped[reason] ?? 0) + count;
-    this.#droppedCounter.add(count, { reason });
+    this.#droppedCounter.add(count, { 'bcast.reason': reason });
   }
 
   recordDisconnect(code: number, reason: string): void {
     const key = `${code}:${reason}`;
     this.#disconnects[key] = (this.#disconnects[key] ?? 0) + 1;
-    this.#disconnectsCounter.add(1, { code, reason });
+    this.#disconnectsCounter.add(1, { 'bcast.close_code': code, 'bcast.reason': reason });
   }
 
   recordInboundRejected(code: string): void {
     this.#inboundRejected[code] = (this.#inboundRejected[code] ?? 0) + 1;
-    this.#inboundCounter.add(1, { code });
+    this.#inboundCounter.add(1, { 'bcast.error_code': code });
   }
 
   recordBackplane(event: 'published' | 'publish-error' | 'publish-unknown' | 'received'): void {

@@ -126,7 +126,10 @@ describe('OpenTelemetry', () => {
     const deliveries = m.get('bcast.deliveries')?.dataPoints.reduce((n, p) => n + (p.value as number), 0);
     expect(deliveries).toBe(3);
     expect(m.get('bcast.connections')?.dataPoints[0]?.value).toBe(1);
-    expect(m.get('bcast.disconnects')?.dataPoints[0]?.attributes).toEqual({ code: 1013, reason: 'slow_consumer' });
+    expect(m.get('bcast.disconnects')?.dataPoints[0]?.attributes).toEqual({ 'bcast.close_code': 1013, 'bcast.reason': 'slow_consumer' });
+    const duration = m.get('bcast.broadcast.duration');
+    expect(duration?.descriptor.unit).toBe('s');
+    for (const [name, x] of m) expect(x.descriptor.unit, name).not.toBe('');
     const everyAttr = JSON.stringify([...m.values()].map((x) => x.dataPoints.map((p) => p.attributes)));
     expect(everyAttr).not.toMatch(/secret/);
     await b.dispose();
