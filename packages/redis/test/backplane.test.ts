@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { ENVELOPE_VERSION, isBcastError, type BackplaneEnvelope, type BroadcastResult } from '@bcast/core';
+import { isBcastError, type BroadcastResult } from '@bcast/core';
+import { ENVELOPE_VERSION, type BackplaneEnvelope } from '@bcast/core/backplane';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';

@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { Broadcaster, type BroadcasterOptions, type Connection, type EncodedMessage } from '@bcast/core';
+import { Broadcaster, type BroadcasterOptions } from '@bcast/core';
+import type { Connection, EncodedMessage } from '@bcast/core/adapter';
 
 export const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 export const REDIS_SERVER_BIN = process.env['REDIS_SERVER_BIN'] ?? '/usr/bin/redis-server';
@@ -139,11 +140,19 @@ export function whyNoRedisServer(): string | undefined {
   return existsSync(REDIS_SERVER_BIN) ? undefined : `${REDIS_SERVER_BIN} not found (apt-get install redis-server, or set REDIS_SERVER_BIN)`;
 }
 
-/** A redis-server child on a fixed port that a test may SIGKILL and start again. */
+/**
+ * A redis-server child on a fixed port that a test may SIGKILL and start again, or SIGSTOP and
+ * SIGCONT (a server that hangs: connections stay open, nothing is answered). `extraArgs` are
+ * appended to the command line (later directives win: `--port 0 --tls-port <port>` for TLS only).
+ */
 export class RedisServer {
   #child: ChildProcess | undefined;
+  #paused = false;
 
-  constructor(readonly port: number) {}
+  constructor(
+    readonly port: number,
+    readonly extraArgs: readonly string[] = [],
+  ) {}
 
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
@@ -153,11 +162,15 @@ export class RedisServer {
     return this.#child !== undefined && this.#child.exitCode === null && this.#child.signalCode === null;
   }
 
+  get paused(): boolean {
+    return this.#paused;
+  }
+
   async start(): Promise<void> {
-    const child = spawn(REDIS_SERVER_BIN, ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', ...this.extraArgs];
+    const child = spawn(REDIS_SERVER_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
+    this.#paused = false;
     let output = '';
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`redis-server on ${this.port} did not start: ${output}`)), 10_000);
@@ -179,6 +192,20 @@ export class RedisServer {
     child.stderr?.removeAllListeners('data').resume();
   }
 
+  /** SIGSTOP: the server hangs with every connection open; the kernel still accepts new ones. */
+  pause(): void {
+    if (!this.running || this.#paused) return;
+    this.#child?.kill('SIGSTOP');
+    this.#paused = true;
+  }
+
+  /** SIGCONT after {@link pause}. */
+  resume(): void {
+    if (!this.running || !this.#paused) return;
+    this.#child?.kill('SIGCONT');
+    this.#paused = false;
+  }
+
   /** SIGKILL, and wait for the process to be gone. */
   async kill(): Promise<void> {
     const child = this.#child;
@@ -186,6 +213,7 @@ export class RedisServer {
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill('SIGKILL');
     await exited;
+    this.#paused = false;
   }
 }
 
@@ -194,6 +222,9 @@ export class RedisServer {
  * - `starveSubscribers()`: replies to connections that sent SUBSCRIBE are swallowed while the TCP
  *   connections stay up; when the client gives up on such a connection its upstream half is left
  *   open (a "cable pull" the server does not notice). New connections pass normally.
+ * - `swallowPublisherReplies()`: the same for the other connections (publishers): their commands
+ *   reach Redis, and every reply is lost.
+ * - `delayReplies(ms)`: every reply, on every connection, arrives `ms` late (in order).
  * - `refuse()` / `accept()`: new connections are reset / let through.
  * - `dropAll()`: resets every current connection.
  */
@@ -201,6 +232,7 @@ export class FaultProxy {
   readonly #server: Server;
   readonly #pairs = new Set<{ client: Socket; upstream: Socket; subscriber: boolean; starved: boolean }>();
   #refusing = false;
+  #delayMs = 0;
   port = 0;
 
   constructor(readonly target: number) {
@@ -217,7 +249,9 @@ export class FaultProxy {
         upstream.write(data);
       });
       upstream.on('data', (data: Buffer) => {
-        if (!pair.starved) client.write(data);
+        if (pair.starved) return;
+        if (this.#delayMs === 0) client.write(data);
+        else setTimeout(() => void (client.destroyed || pair.starved || client.write(data)), this.#delayMs);
       });
       client.on('error', () => {});
       upstream.on('error', () => {});
@@ -242,14 +276,29 @@ export class FaultProxy {
 
   /** Returns how many subscriber connections are now starved. */
   starveSubscribers(): number {
-    let n = 0;
+    return this.#starve(true);
+  }
+
+  /** Returns how many publisher (not subscribed) connections now lose every reply. */
+  swallowPublisherReplies(): number {
+    return this.#starve(false);
+  }
+
+  /** Every reply from now on arrives `ms` late; 0 restores. */
+  delayReplies(ms: number): void {
+    this.#delayMs = ms;
+  }
+
+  /** Client connections open through the proxy (starved ones included until the client drops them). */
+  get open(): { subscribers: number; publishers: number } {
+    let subscribers = 0;
+    let publishers = 0;
     for (const pair of this.#pairs) {
-      if (pair.subscriber && !pair.client.destroyed) {
-        pair.starved = true;
-        n += 1;
-      }
+      if (pair.client.destroyed) continue;
+      if (pair.subscriber) subscribers += 1;
+      else publishers += 1;
     }
-    return n;
+    return { subscribers, publishers };
   }
 
   refuse(): void {
@@ -276,5 +325,62 @@ export class FaultProxy {
       upstream.destroy();
     }
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  #starve(subscribers: boolean): number {
+    let n = 0;
+    for (const pair of this.#pairs) {
+      if (pair.subscriber === subscribers && !pair.client.destroyed) {
+        pair.starved = true;
+        n += 1;
+      }
+    }
+    return n;
+  }
+}
+
+// ---- process-wide failures ----------------------------------------------------------------------
+
+/**
+ * Collects unhandled rejections and uncaught exceptions while a suite runs: `start()` in
+ * beforeAll, `stop()` in afterAll, and `expect(problems.list).toEqual([])` after each test.
+ */
+export function processProblems(): { readonly list: unknown[]; start(): void; stop(): void } {
+  const list: unknown[] = [];
+  const onRejection = (reason: unknown): void => void list.push(reason);
+  const onException = (error: unknown): void => void list.push(error);
+  return {
+    list,
+    start() {
+      process.on('unhandledRejection', onRejection);
+      process.on('uncaughtException', onException);
+    },
+    stop() {
+      process.off('unhandledRejection', onRejection);
+      process.off('uncaughtException', onException);
+    },
+  };
+}
+
+export type Outcome<T> = { readonly ok: true; readonly value: T; readonly ms: number } | { readonly ok: false; readonly error: unknown; readonly ms: number };
+
+/** How `work` settled and after how many ms; throws if it is still pending after `timeoutMs`. */
+export async function settle<T>(work: Promise<T>, timeoutMs: number): Promise<Outcome<T>> {
+  const started = performance.now();
+  const took = (): number => Math.round((performance.now() - started) * 10) / 10;
+  let timer: NodeJS.Timeout | undefined;
+  const pending = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`still pending after ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([
+      work.then(
+        (value): Outcome<T> => ({ ok: true, value, ms: took() }),
+        (error: unknown): Outcome<T> => ({ ok: false, error, ms: took() }),
+      ),
+      pending,
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
