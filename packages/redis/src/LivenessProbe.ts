@@ -8,10 +8,12 @@ export interface ProbeHost {
   publish(message: string): Promise<number>;
   /** A probe succeeded or failed: health may have changed. */
   changed(): void;
-  /** An echo came back: the path through Redis works. */
+  /** Its PUBLISH was answered and its echo came back: the path through Redis works both ways. */
   succeeded(): void;
   /** Published but never heard back: the subscriber receives nothing. */
   starved(reason: string): void;
+  /** Its PUBLISH got no reply in time: the publishing connection hangs or lost bytes. */
+  publisherFailed(reason: string): void;
 }
 
 export interface ProbeStats {
@@ -26,12 +28,14 @@ export interface ProbeStats {
   readonly lastFailure: string | undefined;
 }
 
-type InFlight = { readonly token: string; published: boolean; readonly sentAt: number; readonly timer: NodeJS.Timeout };
+type InFlight = { readonly token: string; replied: boolean; echoed: boolean; readonly sentAt: number; readonly timer: NodeJS.Timeout };
 
 /**
  * Every `intervalMs`, publishes `{"v":1,"nodeId":…,"probe":…}` on the channel and waits `timeoutMs`
- * for its own echo. This finds a subscriber that is connected but receives nothing, which no
- * client library notices, and it runs with no traffic at all. One probe in flight at a time.
+ * for BOTH the reply to its PUBLISH and its own echo. This finds what no client library notices, and
+ * with no traffic at all: a subscriber that is connected but receives nothing (reply, no echo), and a
+ * publisher whose replies are lost (echo, no reply: its PUBLISHes reach Redis and every publish
+ * still times out). The failing side is named in the reason and reset. One probe in flight at a time.
  */
 export class LivenessProbe {
   readonly #nodeId: string;
@@ -87,15 +91,8 @@ export class LivenessProbe {
   echo(token: string | undefined): void {
     const probe = this.#inFlight;
     if (!probe || probe.token !== token) return; // a late echo of a probe already given up
-    clearTimeout(probe.timer);
-    this.#inFlight = undefined;
-    this.#ok += 1;
-    this.#consecutiveFailures = 0;
-    this.#lastRttMs = Math.round((performance.now() - probe.sentAt) * 100) / 100;
-    this.#lastOkAt = Date.now();
-    this.#host.succeeded();
-    this.#host.changed();
-    this.schedule();
+    probe.echoed = true;
+    if (probe.replied) this.#succeed(probe);
   }
 
   stats(): ProbeStats {
@@ -115,33 +112,54 @@ export class LivenessProbe {
   async #run(): Promise<void> {
     if (this.#stopped) return;
     if (!this.#host.canProbe()) {
-      // Redis is down or the subscriber is (re)connecting: health says so already, the clients reconnect.
+      // Redis is down or a connection is (re)connecting: health says so already, the clients reconnect.
       this.schedule();
       return;
     }
     const token = `${(this.#seq += 1)}`;
     const probe: InFlight = {
       token,
-      published: false,
+      replied: false,
+      echoed: false,
       sentAt: performance.now(),
       timer: setTimeout(() => {
-        const reason = probe.published ? `no echo within ${this.#timeoutMs} ms` : `PUBLISH did not complete within ${this.#timeoutMs} ms`;
-        this.#fail(token, reason, probe.published);
+        const ms = this.#timeoutMs;
+        if (probe.replied) this.#fail(token, `no echo within ${ms} ms`, 'subscriber');
+        else if (probe.echoed) this.#fail(token, `PUBLISH got no reply within ${ms} ms (its echo arrived): the publisher connection is broken`, 'publisher');
+        else this.#fail(token, `no PUBLISH reply and no echo within ${ms} ms`, 'publisher');
       }, this.#timeoutMs),
     };
     probe.timer.unref();
     this.#inFlight = probe;
     this.#sent += 1;
+    let receivers: number;
     try {
-      const receivers = await this.#host.publish(encodeProbe(this.#nodeId, token));
-      probe.published = true;
-      if (receivers === 0) this.#fail(token, 'PUBLISH reached no subscriber: this node is not subscribed', true);
+      receivers = await this.#host.publish(encodeProbe(this.#nodeId, token));
     } catch (error) {
-      this.#fail(token, `PUBLISH failed: ${error instanceof Error ? error.message : String(error)}`, false);
+      // A refused or failed command: the client deals with its connection, nothing to reset here.
+      this.#fail(token, `PUBLISH failed: ${error instanceof Error ? error.message : String(error)}`, undefined);
+      return;
     }
+    if (this.#inFlight !== probe) return; // a reply after the probe was given up
+    probe.replied = true;
+    if (receivers === 0) this.#fail(token, 'PUBLISH reached no subscriber: this node is not subscribed', 'subscriber');
+    else if (probe.echoed) this.#succeed(probe);
   }
 
-  #fail(token: string, reason: string, starved: boolean): void {
+  #succeed(probe: InFlight): void {
+    clearTimeout(probe.timer);
+    this.#inFlight = undefined;
+    this.#ok += 1;
+    this.#consecutiveFailures = 0;
+    this.#lastRttMs = Math.round((performance.now() - probe.sentAt) * 100) / 100;
+    this.#lastOkAt = Date.now();
+    this.#host.succeeded();
+    this.#host.changed();
+    this.schedule();
+  }
+
+  /** `side`: the connection that failed and is reset (none when the client already handles it). */
+  #fail(token: string, reason: string, side: 'publisher' | 'subscriber' | undefined): void {
     const probe = this.#inFlight;
     if (!probe || probe.token !== token) return;
     clearTimeout(probe.timer);
@@ -150,8 +168,8 @@ export class LivenessProbe {
     this.#consecutiveFailures += 1;
     this.#lastFailure = reason;
     this.#host.changed();
-    // Published but never heard back: the subscriber is starved. Otherwise the publisher is the problem.
-    if (starved) this.#host.starved(reason);
+    if (side === 'subscriber') this.#host.starved(reason);
+    else if (side === 'publisher') this.#host.publisherFailed(reason);
     this.schedule();
   }
 }

@@ -1,5 +1,7 @@
-import { BcastError, ErrorCode, type BackplaneEnvelope, type BackplaneHealth, type BackplaneHealthStatus } from '@bcast/core';
+import { BcastError, ErrorCode } from '@bcast/core';
+import type { BackplaneEnvelope, BackplaneHealth, BackplaneHealthStatus, PublishOptions } from '@bcast/core/backplane';
 import { clientKind, ioredisFailFast, linkFor, type ClientKind, type LinkHooks, type OwnedSettings, type RedisLink } from './clients.js';
+import { LatencyWindow, type LatencySnapshot } from './LatencyWindow.js';
 import { LivenessProbe } from './LivenessProbe.js';
 import type { RedisBackplane, RedisBackplaneLogger, RedisBackplaneOptions, RedisBackplaneStats } from './types.js';
 import { decodeMessage, encodeEnvelope, ownPrefix, ownProbePrefix, probeToken, type DropReason } from './wire.js';
@@ -16,6 +18,14 @@ export function createRedisBackplane(options: RedisBackplaneOptions = {}): Redis
 }
 
 const DROP_LOG_INTERVAL_MS = 10_000;
+/** Publish round trips kept for `publishLatencyMs`: the last 100, of the last minute. */
+const LATENCY_WINDOW = 100;
+const LATENCY_MAX_AGE_MS = 60_000;
+/** Fewer round trips than this in the window never make "slow". */
+const LATENCY_MIN_SAMPLES = 5;
+
+/** What publishing costs right now, as in `health().details.publishing`. */
+export type PublishingState = 'ok' | 'slow' | 'down';
 
 class RedisPubSubBackplane implements RedisBackplane {
   readonly nodeId: string;
@@ -24,6 +34,9 @@ class RedisPubSubBackplane implements RedisBackplane {
   readonly #logger: RedisBackplaneLogger;
   readonly #probe: LivenessProbe;
   readonly #readyTimeoutMs: number;
+  readonly #publishTimeoutMs: number;
+  readonly #slowPublishMs: number;
+  readonly #latency = new LatencyWindow(LATENCY_WINDOW, LATENCY_MAX_AGE_MS);
   readonly #owned: OwnedSettings;
   readonly #ownPrefix: string;
   readonly #ownProbePrefix: string;
@@ -43,11 +56,23 @@ class RedisPubSubBackplane implements RedisBackplane {
   #wasHealthy = false;
   #recoveryTimer: NodeJS.Timeout | undefined;
   #recoveries = 0;
+  /** Set from a publisher reset until its replacement exists (a backoff when resets repeat). */
+  #reset: { readonly reason: string; readonly timer: NodeJS.Timeout | undefined } | undefined;
+  /** Publisher resets since the last PUBLISH that got its reply: the backoff of the next one. */
+  #resetsInARow = 0;
+  /** The publisher the current probe published through: the one to reset if it gets no reply. */
+  #probeLink: RedisLink | undefined;
+  /** Slowness last reported, so a change of it is reported once. */
+  #slow = false;
   #lastDropLog = 0;
   #droppedSinceLog = 0;
   readonly #c = {
     published: 0,
     publishErrors: 0,
+    publishTimeouts: 0,
+    publishAborts: 0,
+    publisherResets: 0,
+    lastPublisherReset: undefined as string | undefined,
     received: 0,
     delivered: 0,
     ownEchoes: 0,
@@ -68,6 +93,8 @@ class RedisPubSubBackplane implements RedisBackplane {
     const probeIntervalMs = nonNegative('probeIntervalMs', options.probeIntervalMs ?? 30_000);
     const probeTimeoutMs = nonNegative('probeTimeoutMs', options.probeTimeoutMs ?? Math.min(5_000, probeIntervalMs || 5_000), 1);
     this.#readyTimeoutMs = nonNegative('readyTimeoutMs', options.readyTimeoutMs ?? 5_000);
+    this.#publishTimeoutMs = nonNegative('publishTimeoutMs', options.publishTimeoutMs ?? 250, 1);
+    this.#slowPublishMs = nonNegative('slowPublishMs', options.slowPublishMs ?? 100);
     const base = nonNegative('reconnectBaseDelayMs', options.reconnectBaseDelayMs ?? 100, 1);
     const cap = nonNegative('reconnectMaxDelayMs', options.reconnectMaxDelayMs ?? 5_000, base);
     if (options.client !== undefined && clientKind(options.client) === undefined) throw invalid('client', 'an ioredis 5 or node-redis 5 client');
@@ -81,10 +108,16 @@ class RedisPubSubBackplane implements RedisBackplane {
     this.#ownPrefix = ownPrefix(this.nodeId);
     this.#ownProbePrefix = ownProbePrefix(this.nodeId);
     this.#probe = new LivenessProbe(this.nodeId, probeIntervalMs, probeTimeoutMs, {
-      canProbe: () => this.#publisher?.isReady() === true && this.#subscriber?.isReady() === true && this.#subscribed,
+      canProbe: () => this.#canPublish() && this.#subscriber?.isReady() === true && this.#subscribed,
       publish: (message) => {
-        const publisher = this.#publisher;
-        return publisher ? publisher.publish(this.channel, message) : Promise.reject(new Error('not connected'));
+        const link = this.#publisher;
+        if (!link || !this.#canPublish()) return Promise.reject(new Error('publisher not connected'));
+        this.#probeLink = link;
+        const sentAt = performance.now();
+        return link.publish(this.channel, message).then((receivers) => {
+          this.#replied(link, performance.now() - sentAt);
+          return receivers;
+        });
       },
       changed: () => this.#changed(),
       succeeded: () => {
@@ -93,26 +126,38 @@ class RedisPubSubBackplane implements RedisBackplane {
       starved: (reason) => {
         if (this.#subscriber?.isReady()) this.#recoverSubscriber(reason);
       },
+      publisherFailed: (reason) => {
+        const link = this.#probeLink;
+        if (link) this.#resetPublisher(link, `liveness probe: ${reason}`);
+      },
     });
     this.#started = this.#start();
   }
 
   // ---- the Backplane port ---------------------------------------------------------------------
 
-  async publish(envelope: BackplaneEnvelope): Promise<void> {
-    const publisher = this.#publisher;
-    if (this.#closed) throw new BcastError(ErrorCode.BackplaneUnavailable, 'the Redis backplane is closed');
-    if (!publisher || !publisher.isReady()) {
+  /**
+   * PUBLISHes the envelope. Rejects with a BcastError whose `details.written` says whether the
+   * envelope may have reached Redis: `false` (not connected, closed, aborted before sending) only
+   * when it certainly did not, so that a retry cannot duplicate it. A PUBLISH with no reply within
+   * `publishTimeoutMs`, or whose `signal` aborts while it waits, rejects with `BCAST_TIMEOUT` and
+   * `written: true` (it may still arrive), and its connection is dropped and replaced.
+   */
+  async publish(envelope: BackplaneEnvelope, options?: PublishOptions): Promise<void> {
+    const signal = options?.signal;
+    if (this.#closed) throw notWritten(ErrorCode.BackplaneUnavailable, 'the Redis backplane is closed');
+    if (signal?.aborted) {
       this.#c.publishErrors += 1;
-      throw new BcastError(ErrorCode.BackplaneUnavailable, `Redis is not connected (publisher ${publisher?.state() ?? 'starting'})`);
+      this.#c.publishAborts += 1;
+      throw notWritten(ErrorCode.Timeout, 'publish aborted by its caller before it was sent');
     }
-    try {
-      await publisher.publish(this.channel, encodeEnvelope(envelope));
-      this.#c.published += 1;
-    } catch (error) {
+    const link = this.#publisher;
+    if (!link || !this.#canPublish()) {
       this.#c.publishErrors += 1;
-      throw new BcastError(ErrorCode.BackplaneUnavailable, `Redis PUBLISH failed: ${describe(error)}`, { cause: error });
+      throw notWritten(ErrorCode.BackplaneUnavailable, `Redis is not connected (publisher ${this.#publisherState()})`);
     }
+    await this.#send(link, encodeEnvelope(envelope), signal);
+    this.#c.published += 1;
   }
 
   async subscribe(handler: (envelope: BackplaneEnvelope) => void): Promise<() => void> {
@@ -124,6 +169,7 @@ class RedisPubSubBackplane implements RedisBackplane {
     };
   }
 
+  /** Resolves true once subscribed and able to publish, false after `timeoutMs` or on close. */
   ready(timeoutMs: number = this.#readyTimeoutMs): Promise<boolean> {
     return this.#wait(timeoutMs, false);
   }
@@ -133,6 +179,7 @@ class RedisPubSubBackplane implements RedisBackplane {
     this.#closed = true;
     this.#probe.stop();
     clearTimeout(this.#recoveryTimer);
+    clearTimeout(this.#reset?.timer);
     this.#handlers.clear();
     for (const resolve of [...this.#waiters]) resolve(false);
     this.#closing = (async () => {
@@ -152,17 +199,25 @@ class RedisPubSubBackplane implements RedisBackplane {
   health(): BackplaneHealth {
     const reasons: string[] = [];
     let status: BackplaneHealthStatus = 'healthy';
-    const details = this.stats() as unknown as Readonly<Record<string, unknown>>;
+    const stats = this.stats();
+    const details = stats as unknown as Readonly<Record<string, unknown>>;
     if (this.#closed) return { status: 'unhealthy', reasons: ['closed'], details };
     if (this.#startError !== undefined) return { status: 'unhealthy', reasons: [`cannot start: ${this.#startError}`], details };
     const lastError = this.#c.lastError === undefined ? '' : `; last error: ${this.#c.lastError}`;
-    const pub = this.#publisher;
     const sub = this.#subscriber;
-    if (!pub || !pub.isReady()) reasons.push(`Redis publisher not connected (${pub?.state() ?? 'starting'})${lastError}`);
-    if (!sub || !sub.isReady()) reasons.push(`Redis subscriber not connected (${sub?.state() ?? 'starting'})${pub?.isReady() ? lastError : ''}`);
+    const canPublish = this.#canPublish();
+    if (!canPublish) {
+      const reset = this.#resetsInARow > 0 ? ` after a reset: ${this.#c.lastPublisherReset ?? 'unknown'}` : '';
+      reasons.push(`Redis publisher not connected (${this.#publisherState()})${reset}${lastError}`);
+    }
+    if (!sub || !sub.isReady()) reasons.push(`Redis subscriber not connected (${sub?.state() ?? 'starting'})${canPublish ? lastError : ''}`);
     else if (!this.#subscribed) reasons.push(`Redis subscriber connected but not subscribed to "${this.channel}"`);
     if (this.#probe.consecutiveFailures > 0) {
       reasons.push(`liveness probe failed ${this.#probe.consecutiveFailures} time(s) in a row: ${this.#probe.lastFailure ?? 'unknown'}`);
+    }
+    if (stats.publishing === 'slow') {
+      const { p99, samples } = stats.publishLatencyMs;
+      reasons.push(`publish slow (p99 ${p99} ms over the last ${samples} publishes; threshold ${this.#slowPublishMs} ms)`);
     }
     if (reasons.length > 0) status = 'degraded';
     return { status, reasons, details };
@@ -170,16 +225,23 @@ class RedisPubSubBackplane implements RedisBackplane {
 
   stats(): RedisBackplaneStats {
     const c = this.#c;
+    const latency = this.#latency.snapshot();
     const d = c.dropped;
     return {
       nodeId: this.nodeId,
       channel: this.channel,
       client: this.#kind,
-      publisher: this.#publisher?.state() ?? 'starting',
+      publisher: this.#publisherState(),
       subscriber: this.#subscriber?.state() ?? 'starting',
       subscribed: this.#subscribed,
+      publishing: this.#publishing(latency),
+      publishLatencyMs: { ...latency, thresholdMs: this.#slowPublishMs },
       published: c.published,
       publishErrors: c.publishErrors,
+      publishTimeouts: c.publishTimeouts,
+      publishAborts: c.publishAborts,
+      publisherResets: c.publisherResets,
+      lastPublisherReset: c.lastPublisherReset,
       received: c.received,
       delivered: c.delivered,
       ownEchoes: c.ownEchoes,
@@ -199,12 +261,8 @@ class RedisPubSubBackplane implements RedisBackplane {
   async #start(): Promise<void> {
     const options = this.#options;
     try {
-      let publisher: RedisLink;
-      const hooks: LinkHooks = {
-        ready: () => this.#changed(),
-        down: () => this.#changed(),
-        error: (error) => this.#onError(error),
-      };
+      let publisher: RedisLink | undefined;
+      const hooks = this.#publisherHooks(() => publisher);
       if (options.client) {
         publisher = linkFor(options.client, false, hooks);
       } else {
@@ -231,6 +289,23 @@ class RedisPubSubBackplane implements RedisBackplane {
       this.#settleAttempt();
       this.#changed();
     }
+  }
+
+  #publisherHooks(self: () => RedisLink | undefined): LinkHooks {
+    return {
+      ready: () => {
+        if (self() !== this.#publisher) return;
+        this.#changed();
+        // A fresh connection after a reset: check the whole path at once rather than at the next interval.
+        if (this.#c.publisherResets > 0) this.#probe.schedule(0);
+      },
+      down: () => {
+        if (self() === this.#publisher) this.#changed();
+      },
+      error: (error) => {
+        if (self() === this.#publisher) this.#onError(error);
+      },
+    };
   }
 
   #subscriberHooks(self: () => RedisLink | undefined): LinkHooks {
@@ -280,6 +355,124 @@ class RedisPubSubBackplane implements RedisBackplane {
     if (link.owned && this.#c.subscriptions > 1) void this.#killStaleSubscribers();
     this.#probe.schedule(0);
   }
+
+  // ---- publishing -----------------------------------------------------------------------------
+
+  /** The publisher is connected, ready, and not being replaced: a PUBLISH would be written now. */
+  #canPublish(): boolean {
+    return this.#reset === undefined && this.#publisher?.isReady() === true;
+  }
+
+  #publisherState(): string {
+    if (this.#reset !== undefined) return 'resetting';
+    return this.#publisher?.state() ?? 'starting';
+  }
+
+  /** PUBLISH on `link`, bounded by `publishTimeoutMs` and by `signal`. Settles once; never leaves a rejection unhandled. */
+  #send(link: RedisLink, message: string, signal: AbortSignal | undefined): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      const sentAt = performance.now();
+      let settled = false;
+      const finish = (): void => {
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const giveUp = (error: BcastError, why: string): void => {
+        if (settled) return;
+        finish();
+        this.#c.publishErrors += 1;
+        reject(error);
+        this.#resetPublisher(link, why);
+      };
+      const onAbort = (): void => {
+        if (settled) return;
+        this.#c.publishAborts += 1;
+        giveUp(written(ErrorCode.Timeout, 'publish aborted by its caller while waiting for the reply from Redis; the envelope may still arrive'), 'a publish was aborted while waiting for its reply');
+      };
+      const ms = this.#publishTimeoutMs;
+      const timer = setTimeout(() => {
+        if (settled) return;
+        this.#c.publishTimeouts += 1;
+        giveUp(written(ErrorCode.Timeout, `no reply to PUBLISH within ${ms} ms; the envelope may still arrive`), `no reply to a PUBLISH within ${ms} ms`);
+      }, ms);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      let reply: Promise<number>;
+      try {
+        reply = link.publish(this.channel, message);
+      } catch (error) {
+        reply = Promise.reject(error);
+      }
+      reply.then(
+        (receivers) => {
+          if (settled) return; // late: already reported as a timeout
+          finish();
+          this.#replied(link, performance.now() - sentAt);
+          resolve(receivers);
+        },
+        (error: unknown) => {
+          if (settled) return;
+          finish();
+          this.#c.publishErrors += 1;
+          const text = `Redis PUBLISH failed: ${describe(error)}`;
+          reject(new BcastError(ErrorCode.BackplaneUnavailable, text, { cause: error, details: { written: !link.notWritten(error) } }));
+        },
+      );
+    });
+  }
+
+  /** A PUBLISH on `link` got its reply after `ms`. */
+  #replied(link: RedisLink, ms: number): void {
+    if (link === this.#publisher) this.#resetsInARow = 0;
+    this.#latency.add(ms);
+    if (this.#slowPublishMs === 0) return;
+    // Only a slow sample can make "slow", and only a fast one undo it: look at the p99 when it may change.
+    if (ms <= this.#slowPublishMs && !this.#slow && this.#latency.added % 8 !== 0) return;
+    const slow = this.#publishing(this.#latency.snapshot()) === 'slow';
+    if (slow === this.#slow) return;
+    this.#slow = slow;
+    this.#changed();
+  }
+
+  #publishing(latency: LatencySnapshot): PublishingState {
+    if (this.#closed || !this.#canPublish()) return 'down';
+    const slow = this.#slowPublishMs > 0 && latency.samples >= LATENCY_MIN_SAMPLES && (latency.p99 ?? 0) > this.#slowPublishMs;
+    return slow ? 'slow' : 'ok';
+  }
+
+  /**
+   * Drops a publisher connection that hangs or lost bytes (a PUBLISH without a reply) and publishes
+   * through a new one: at once the first time, after a backoff when resets keep coming without a
+   * reply in between. Meanwhile publishes fail fast, not written. A connection the backplane owns is
+   * closed; one the user supplied is left open (it is theirs) and no longer used.
+   */
+  #resetPublisher(link: RedisLink, reason: string): void {
+    if (this.#closed || link !== this.#publisher || this.#reset !== undefined) return;
+    this.#c.publisherResets += 1;
+    this.#c.lastPublisherReset = reason;
+    this.#resetsInARow += 1;
+    const delay = this.#resetsInARow === 1 ? 0 : this.#owned.retryDelayMs(this.#resetsInARow - 1);
+    this.#log('warn', `dropping the publisher connection (${reason}); reconnecting${delay > 0 ? ` in ${delay} ms` : ''}`);
+    void link.release(true);
+    const replace = (): void => {
+      this.#reset = undefined;
+      if (this.#closed) return;
+      let fresh: RedisLink | undefined;
+      fresh = link.duplicateForPublisher(this.#publisherHooks(() => fresh), this.#owned);
+      this.#publisher = fresh;
+      this.#changed();
+    };
+    if (delay === 0) {
+      replace();
+      return;
+    }
+    const timer = setTimeout(replace, delay);
+    timer.unref();
+    this.#reset = { reason, timer };
+    this.#changed();
+  }
+
+  // ---- the subscriber -------------------------------------------------------------------------
 
   /** Forces the subscriber to reconnect and resubscribe, with a backoff when that keeps happening. */
   #recoverSubscriber(reason: string): void {
@@ -392,8 +585,13 @@ class RedisPubSubBackplane implements RedisBackplane {
 
   // ---- state ----------------------------------------------------------------------------------
 
+  /** Subscribed, and a PUBLISH would be written now. */
+  #live(): boolean {
+    return this.#subscribed && this.#canPublish();
+  }
+
   #wait(timeoutMs: number, attemptOnly: boolean): Promise<boolean> {
-    if (this.#subscribed) return Promise.resolve(true);
+    if (attemptOnly ? this.#subscribed : this.#live()) return Promise.resolve(true);
     if (this.#closed || (attemptOnly && this.#attempted)) return Promise.resolve(false);
     return new Promise((resolve) => {
       const done = (subscribed: boolean): void => {
@@ -401,8 +599,8 @@ class RedisPubSubBackplane implements RedisBackplane {
         this.#waiters.delete(waiter);
         resolve(subscribed);
       };
-      // `ready()` ignores a failed first attempt and keeps waiting; `subscribe()` does not.
-      const waiter = attemptOnly ? done : (subscribed: boolean): void => (subscribed || this.#closed ? done(subscribed) : undefined);
+      // `ready()` ignores a failed first attempt and keeps waiting until it can publish too; `subscribe()` does not.
+      const waiter = attemptOnly ? done : (subscribed: boolean): void => (this.#closed ? done(false) : subscribed && this.#live() ? done(true) : undefined);
       const timer = setTimeout(() => done(false), timeoutMs);
       timer.unref();
       this.#waiters.add(waiter);
@@ -418,6 +616,7 @@ class RedisPubSubBackplane implements RedisBackplane {
 
   #changed(): void {
     if (this.#closed) return;
+    if (this.#live()) for (const resolve of [...this.#waiters]) resolve(true);
     const health = this.health();
     if (health.status === this.#status) return;
     const previous = this.#status;
@@ -458,6 +657,16 @@ export function backoff(attempt: number, baseMs: number, capMs: number): number 
 function describe(error: unknown): string {
   if (error instanceof Error) return error.message || error.name;
   return String(error);
+}
+
+/** The envelope certainly never reached the network: the caller may retry it. */
+function notWritten(code: ErrorCode, message: string): BcastError {
+  return new BcastError(code, message, { details: { written: false } });
+}
+
+/** The envelope may have reached Redis (and may still arrive): never retried. */
+function written(code: ErrorCode, message: string): BcastError {
+  return new BcastError(code, message, { details: { written: true } });
 }
 
 function invalid(option: string, expected: string, value?: unknown): BcastError {

@@ -10,6 +10,8 @@ type Listener = (...args: any[]) => void;
 /** The part of an ioredis 5 client (`new Redis()`) the backplane uses. */
 export interface IoRedisClient {
   readonly status: string;
+  /** The socket; "ready" with a socket that is no longer writable would queue or refuse commands. */
+  readonly stream?: { readonly writable: boolean } | undefined;
   duplicate(override?: Record<string, unknown>): IoRedisClient;
   connect(): Promise<void>;
   publish(channel: string, message: string): Promise<number>;
@@ -69,6 +71,11 @@ export interface RedisLink {
   /** Short state for health: ready, connecting, reconnecting, closed... */
   state(): string;
   publish(channel: string, message: string): Promise<number>;
+  /**
+   * True when `error`, from `publish` or `command`, was raised before anything was handed to the
+   * socket (offline, closed): the command certainly never reached Redis.
+   */
+  notWritten(error: unknown): boolean;
   command(args: readonly string[]): Promise<unknown>;
   /** SUBSCRIBE on this connection (idempotent). */
   subscribe(channel: string): Promise<void>;
@@ -77,8 +84,13 @@ export interface RedisLink {
   reconnect(): boolean;
   /** A new connection with the same server settings, configured for subscribing. */
   duplicateForSubscriber(hooks: LinkHooks, settings: OwnedSettings): RedisLink;
-  /** Removes the backplane's listeners; quits the connection when owned. Never rejects. */
-  release(): Promise<void>;
+  /** A new connection with the same server settings, configured to publish and fail fast. Owned. */
+  duplicateForPublisher(hooks: LinkHooks, settings: OwnedSettings): RedisLink;
+  /**
+   * Removes the backplane's listeners; closes the connection when owned: QUIT first, or at once
+   * when `abandon` (a connection that hangs or lost bytes). Never rejects. Idempotent.
+   */
+  release(abandon?: boolean): Promise<void>;
 }
 
 export function clientKind(client: unknown): ClientKind | undefined {
@@ -107,6 +119,8 @@ export function ioredisFailFast(settings: OwnedSettings): Record<string, unknown
     lazyConnect: false,
   };
 }
+
+function ignore(): void {}
 
 function safe(fn: () => void): void {
   try {
@@ -143,6 +157,7 @@ class IoRedisLink implements RedisLink {
   readonly owned: boolean;
   readonly #listeners: Array<[string, Listener]> = [];
   #channel: string | undefined;
+  #released = false;
 
   constructor(client: IoRedisClient, owned: boolean, hooks: LinkHooks) {
     this.#client = client;
@@ -165,15 +180,22 @@ class IoRedisLink implements RedisLink {
   }
 
   isReady(): boolean {
-    return this.#client.status === 'ready';
+    const client = this.#client;
+    return client.status === 'ready' && client.stream?.writable !== false;
   }
 
   state(): string {
-    return this.#client.status;
+    const status = this.#client.status;
+    return status === 'ready' && !this.isReady() ? 'ready, socket not writable' : status;
   }
 
   publish(channel: string, message: string): Promise<number> {
     return this.#client.publish(channel, message);
+  }
+
+  /** ioredis refuses, before writing, a command it cannot write and may not queue. */
+  notWritten(error: unknown): boolean {
+    return error instanceof Error && error.message.includes("enableOfflineQueue options is false");
   }
 
   command(args: readonly string[]): Promise<unknown> {
@@ -206,16 +228,19 @@ class IoRedisLink implements RedisLink {
     return new IoRedisLink(client, true, hooks);
   }
 
-  async release(): Promise<void> {
+  duplicateForPublisher(hooks: LinkHooks, settings: OwnedSettings): RedisLink {
+    return new IoRedisLink(this.#client.duplicate({ ...ioredisFailFast(settings) }), true, hooks);
+  }
+
+  async release(abandon = false): Promise<void> {
+    if (this.#released) return;
+    this.#released = true;
     const client = this.#client;
-    if (this.owned) {
-      if (client.status === 'ready') await bounded(client.quit(), QUIT_DEADLINE_MS);
-      if (client.status !== 'end') safe(() => client.disconnect());
-    }
-    for (const [event, fn] of this.#listeners) {
-      if (event === 'error' && this.owned) continue; // a late error on a discarded client must not crash
-      client.off(event, fn);
-    }
+    for (const [event, fn] of this.#listeners) client.off(event, fn);
+    if (!this.owned) return;
+    client.on('error', ignore); // a late error on a discarded client must not crash
+    if (!abandon && client.status === 'ready') await bounded(client.quit(), QUIT_DEADLINE_MS);
+    if (client.status !== 'end') safe(() => client.disconnect());
   }
 }
 
@@ -257,6 +282,11 @@ class NodeRedisLink implements RedisLink {
     return this.#client.publish(channel, message);
   }
 
+  /** node-redis rejects before queueing when the socket is closed, or offline with the offline queue disabled. */
+  notWritten(error: unknown): boolean {
+    return error instanceof Error && (error.name === 'ClientOfflineError' || error.name === 'ClientClosedError' || /^The client is (offline|closed)$/.test(error.message));
+  }
+
   command(args: readonly string[]): Promise<unknown> {
     return this.#client.sendCommand([...args]);
   }
@@ -289,17 +319,23 @@ class NodeRedisLink implements RedisLink {
     return new NodeRedisLink(client, true, hooks);
   }
 
-  async release(): Promise<void> {
+  duplicateForPublisher(hooks: LinkHooks, settings: OwnedSettings): RedisLink {
+    const base = (this.#client.options ?? {}) as { socket?: object };
+    const client = this.#client.duplicate({
+      disableOfflineQueue: true,
+      socket: { ...base.socket, reconnectStrategy: (retries: number) => settings.retryDelayMs(retries + 1) },
+    } as never);
+    return new NodeRedisLink(client, true, hooks);
+  }
+
+  async release(abandon = false): Promise<void> {
     if (this.#released) return;
     this.#released = true;
     const client = this.#client;
-    if (this.owned) {
-      if (client.isReady) await bounded(client.close(), QUIT_DEADLINE_MS);
-      if (client.isOpen) safe(() => client.destroy());
-    }
-    for (const [event, fn] of this.#listeners) {
-      if (event === 'error' && this.owned) continue;
-      client.off(event, fn);
-    }
+    for (const [event, fn] of this.#listeners) client.off(event, fn);
+    if (!this.owned) return;
+    client.on('error', ignore); // a late error on a discarded client must not crash
+    if (!abandon && client.isReady) await bounded(client.close(), QUIT_DEADLINE_MS);
+    if (client.isOpen) safe(() => client.destroy());
   }
 }

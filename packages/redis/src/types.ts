@@ -1,5 +1,6 @@
-import type { Backplane, BackplaneHealth } from '@bcast/core';
+import type { Backplane, BackplaneHealth } from '@bcast/core/backplane';
 import type { ClientKind, RedisClientLike } from './clients.js';
+import type { LatencySnapshot } from './LatencyWindow.js';
 import type { ProbeStats } from './LivenessProbe.js';
 import type { DropReason } from './wire.js';
 
@@ -39,6 +40,19 @@ export interface RedisBackplaneOptions {
   reconnectBaseDelayMs?: number;
   /** Cap of the reconnect delay. @default 5_000 */
   reconnectMaxDelayMs?: number;
+  /**
+   * The backplane's own bound on one PUBLISH: without a reply by then the publish rejects with
+   * `BCAST_TIMEOUT` (`details.written: true`: it may still arrive) and the publishing connection,
+   * which hangs or lost bytes, is dropped and replaced. A `signal` that aborts does the same sooner.
+   * @default 250
+   */
+  publishTimeoutMs?: number;
+  /**
+   * "Slow" threshold: when the p99 of the last 100 publish round trips (of the last minute, at least
+   * 5 of them) is above it, health is `degraded` with `publish slow (p99 … ms …)`. 0 disables it.
+   * @default 100
+   */
+  slowPublishMs?: number;
   /** How long `subscribe()` waits for the first SUBSCRIBE before resolving anyway. @default 5_000 */
   readyTimeoutMs?: number;
   /** @default console */
@@ -55,8 +69,23 @@ export interface RedisBackplaneStats {
   readonly publisher: string;
   readonly subscriber: string;
   readonly subscribed: boolean;
+  /**
+   * `down`: not connected, or being replaced; publishes fail fast, not written. `slow`: replies come,
+   * late (p99 over `slowPublishMs`). `ok` otherwise.
+   */
+  readonly publishing: 'ok' | 'slow' | 'down';
+  /** Round trips of the last 100 publishes (liveness probes included) of the last minute. */
+  readonly publishLatencyMs: LatencySnapshot & { readonly thresholdMs: number };
   readonly published: number;
+  /** Publishes that rejected, whatever the reason (not connected, timeout, abort, error reply...). */
   readonly publishErrors: number;
+  /** Publishes without a reply within `publishTimeoutMs`. */
+  readonly publishTimeouts: number;
+  /** Publishes whose `signal` aborted (before they were sent, or while waiting for the reply). */
+  readonly publishAborts: number;
+  /** Publisher connections dropped and replaced: a publish timeout or abort, or a probe without a PUBLISH reply. */
+  readonly publisherResets: number;
+  readonly lastPublisherReset: string | undefined;
   /** Every message read from the channel, own echoes and probes included. */
   readonly received: number;
   /** Envelopes from other nodes handed to the broadcaster. */
@@ -82,6 +111,6 @@ export interface RedisBackplane extends Backplane {
   readonly channel: string;
   health(): BackplaneHealth;
   stats(): RedisBackplaneStats;
-  /** Resolves true once subscribed to the channel, false after `timeoutMs` or on close. */
+  /** Resolves true once subscribed to the channel and able to publish, false after `timeoutMs` or on close. */
   ready(timeoutMs?: number): Promise<boolean>;
 }

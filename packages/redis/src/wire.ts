@@ -1,4 +1,4 @@
-import { ENVELOPE_VERSION, envelopeProblem, type BackplaneEnvelope } from '@bcast/core';
+import { ENVELOPE_VERSION, envelopeProblem, type BackplaneEnvelope } from '@bcast/core/backplane';
 
 /**
  * What travels on the Redis channel (docs/PROTOCOL.md, "Backplane envelope v1"): the core's
