@@ -149,13 +149,13 @@ afterAll(() => {
   for (const dir of sandboxes) rmSync(dir, { recursive: true, force: true });
 });
 
-/** A copy of the packages' package.json files, to mutate. */
+/** A copy of the packages' package.json, README and sources, to mutate. */
 function sandbox(): string {
   const dir = mkdtempSync(join(tmpdir(), 'bcast-manifests-'));
   sandboxes.push(dir);
   for (const name of ['core', 'ws', 'socket.io', 'express', 'compat', 'redis']) {
     mkdirSync(join(dir, 'packages', name), { recursive: true });
-    cpSync(join(root, 'packages', name, 'package.json'), join(dir, 'packages', name, 'package.json'));
+    for (const file of ['package.json', 'README.md', 'src']) cpSync(join(root, 'packages', name, file), join(dir, 'packages', name, file), { recursive: true });
   }
   return dir;
 }
@@ -188,12 +188,28 @@ describe('package.json house rules', () => {
     ['engines', (pkg: Record<string, any>) => void (pkg.engines.node = '>=18'), /engines.node/],
     ['exports without types', (pkg: Record<string, any>) => void delete pkg.exports['.'].types, /needs "types" and "default"/],
     ['license', (pkg: Record<string, any>) => void (pkg.license = 'ISC'), /license must be MIT/],
+    ['repository', (pkg: Record<string, any>) => void (pkg.repository.directory = 'packages/x'), /repository must be/],
+    ['no keywords', (pkg: Record<string, any>) => void delete pkg.keywords, /needs keywords/],
+    ['core as a dependency', (pkg: Record<string, any>) => void (pkg.dependencies = { '@bcast/core': 'workspace:^' }), /must be a peerDependency/],
+    ['core not a peer', (pkg: Record<string, any>) => void delete pkg.peerDependencies['@bcast/core'], /peerDependencies\["@bcast\/core"\]/],
+    ['workspace:*', (pkg: Record<string, any>) => void (pkg.devDependencies['@bcast/core'] = 'workspace:*'), /internal ranges are "workspace:\^"/],
   ])('fails on %s', (_, change, expected) => {
     const dir = sandbox();
     edit(dir, 'ws', change);
     const r = runCheck(dir);
     expect(r.code).toBe(1);
     expect(r.output).toMatch(expected);
+  });
+});
+
+describe('package READMEs', () => {
+  it('fail with a relative link', () => {
+    const dir = sandbox();
+    const readme = join(dir, 'packages/ws/README.md');
+    writeFileSync(readme, `${readFileSync(readme, 'utf8')}\nSee [the docs](../../docs/PROTOCOL.md).\n`);
+    const r = runCheck(dir);
+    expect(r.code).toBe(1);
+    expect(r.output).toMatch(/packages\/ws\/README\.md:\d+: relative link "\.\.\/\.\.\/docs\/PROTOCOL\.md"/);
   });
 });
 
