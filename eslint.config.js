@@ -21,8 +21,8 @@ export default tseslint.config(
     languageOptions: { ecmaVersion: 'latest', sourceType: 'module' },
   },
   {
-    files: ['**/*.cjs', 'apps/shared/public/**/*.js'],
-    languageOptions: { sourceType: 'script' },
+    files: ['**/*.cjs'],
+    languageOptions: { sourceType: 'commonjs' },
   },
   {
     files: ['**/*.{ts,mts,cts}'],
