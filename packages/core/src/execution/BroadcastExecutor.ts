@@ -138,11 +138,11 @@ export class BroadcastExecutor implements ExecutionInterface<BroadcastJob, FanOu
   }
 
   /** A broadcast to a room with history is recorded first: every recipient, here and on other nodes, gets its position. */
-  async prepare(job: BroadcastJob): Promise<void> {
+  prepare(job: BroadcastJob): Promise<void> | undefined {
     const history = this.#deps.history;
     const room = job.request.room;
-    if (history === undefined || job.origin !== 'local' || job.request.operation !== 'room' || !history.has(room as string)) return;
-    job.publication = await history.record(room as string, job.encoded as EncodedMessage);
+    if (history === undefined || job.origin !== 'local' || job.request.operation !== 'room' || !history.has(room as string)) return undefined;
+    return history.record(room as string, job.encoded as EncodedMessage).then((publication) => void (job.publication = publication));
   }
 
   executeCoreLogic(job: BroadcastJob): FanOut {

@@ -32,7 +32,7 @@ export interface ExecutionInterface<C, R> {
   /** Throws a BcastError when the context is not acceptable; nothing has been done yet. */
   validatePreconditions(context: C): void | Promise<void>;
   /** Work needed before anything is sent, after validation (e.g. recording the message in a room's history). A throw fails the operation. */
-  prepare?(context: C): void | Promise<void>;
+  prepare?(context: C): void | Promise<void> | undefined;
   executeCoreLogic(context: C, run: ExecutionRun): R | Promise<R>;
   /** Outcome and span attributes of a result. @default success, no attributes */
   summarize?(result: R, context: C, propagation: PropagationOutcome | undefined): { outcome: Exclude<Outcome, 'rejected'>; attributes?: Attributes };
@@ -129,7 +129,9 @@ export class ExecutionEngine {
       let propagating: Promise<PropagationOutcome> | undefined;
       let result: R;
       try {
-        if (executor.prepare) await otelContext.with(active, () => executor.prepare?.(ctx));
+        // Awaited only when there is work: a broadcast with nothing to prepare reaches its sockets a microtask sooner.
+        const preparing = executor.prepare === undefined ? undefined : otelContext.with(active, () => executor.prepare?.(ctx));
+        if (preparing !== undefined) await preparing;
         propagating = step !== undefined && step.wanted(ctx) ? otelContext.with(active, () => this.#propagate(step, ctx, span)) : undefined;
         result = await otelContext.with(active, async () => {
           if (description.reliabilityScope === undefined) {
