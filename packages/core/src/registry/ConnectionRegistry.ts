@@ -19,9 +19,9 @@ export interface ConnectionEntry {
   /** Awaiting a pong since the last heartbeat tick. */
   awaitingPong: boolean;
   /** When its credentials expire (ms since the epoch; see `authExpiry`); undefined: never. */
-  expiresAt: number | undefined;
+  expiresAt?: number | undefined;
   /** @internal Broadcasts held while the connection recovers a room's history (sent after the missed ones). */
-  recovering: EncodedMessage[] | undefined;
+  recovering?: EncodedMessage[] | undefined;
 }
 
 /** What applications read of the live connections (`broadcaster.connections`). */
