@@ -83,7 +83,8 @@ export class BackplaneBridge implements Propagation<BroadcastJob> {
 
   failed(error: BcastError): 'failed' | 'unknown' {
     const m = this.#d.monitor;
-    if (error.code === ErrorCode.Timeout) {
+    // Timed out, or lost after it was written: other nodes may have it. Never reported as not propagated.
+    if (error.code === ErrorCode.Timeout || error.details?.['written'] === true) {
       m.recordBackplane('publish-unknown');
       return 'unknown';
     }
