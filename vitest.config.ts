@@ -16,6 +16,7 @@ export default defineConfig({
       { find: /^@bcast\/express$/, replacement: pkg('express') },
       { find: /^@bcast\/compat$/, replacement: pkg('compat') },
       { find: /^@bcast\/redis$/, replacement: pkg('redis') },
+      { find: /^@bcast\/client$/, replacement: pkg('client') },
     ],
   },
   test: {
