@@ -361,6 +361,16 @@ describe('inbound protocol', () => {
     expect(t.b.connections.size).toBe(0);
   });
 
+  it('a rate-limited request is answered with its requestId, so the client can settle it', async () => {
+    const t = client({ rateLimitBurst: 1, rateLimitPerSecond: 0.001 });
+    await t.h.message('{"type":"ping","requestId":"a"}');
+    await t.h.message('{"type":"ping","requestId":"b"}');
+    expect(t.c.messages).toEqual([
+      { type: 'pong', requestId: 'a' },
+      { type: 'error', code: 'RATE_LIMITED', message: 'too many messages; slow down', requestId: 'b' },
+    ]);
+  });
+
   it('hands app messages to onMessage; a throwing hook is logged', async () => {
     const got: unknown[] = [];
     const t = client({

@@ -109,20 +109,21 @@ export async function handleInbound(host: InboundHost, entry: ConnectionEntry, d
     if (isBinary) refuse(host, entry, ProtocolErrorCode.InvalidArgument, 'binary frames are not accepted', undefined);
     return;
   }
-  if (!admitted) {
-    refuse(host, entry, ProtocolErrorCode.RateLimited, 'too many messages; slow down', undefined);
-    return;
-  }
   let msg: unknown;
   try {
     msg = JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
   } catch {
-    refuse(host, entry, ProtocolErrorCode.BadJson, 'message is not valid JSON', undefined);
+    refuse(host, entry, admitted ? ProtocolErrorCode.BadJson : ProtocolErrorCode.RateLimited, admitted ? 'message is not valid JSON' : 'too many messages; slow down', undefined);
     return;
   }
   const type = typeof msg === 'object' && msg !== null ? (msg as { type?: unknown }).type : undefined;
   const rawId = typeof msg === 'object' && msg !== null ? (msg as { requestId?: unknown }).requestId : undefined;
   const requestId = (typeof rawId === 'string' && rawId.length <= 128) || (typeof rawId === 'number' && Number.isFinite(rawId)) ? rawId : undefined;
+  if (!admitted) {
+    // Refused with the request's id, so a client can settle that request.
+    refuse(host, entry, ProtocolErrorCode.RateLimited, 'too many messages; slow down', requestId);
+    return;
+  }
   switch (type) {
     case 'join':
     case 'leave': {
