@@ -68,12 +68,6 @@ export default tseslint.config(
     },
   },
   {
-    // Known violation, reported to the file's owner (line 2: SpanKind is imported as a value but only
-    // used as a type). Scoped to this one file so the tree passes; delete this block once it is fixed.
-    files: ['packages/core/src/monitor/ExecutionMonitor.ts'],
-    rules: { '@typescript-eslint/consistent-type-imports': 'off' },
-  },
-  {
     files: ['**/*.test.{ts,mts,cts,js,mjs}', '**/test/**/*.{ts,mts,js,mjs}', 'tests/**/*.{ts,mts,js,mjs}'],
     rules: {
       'bcast/no-focused-tests': 'error',

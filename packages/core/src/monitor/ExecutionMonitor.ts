@@ -1,5 +1,4 @@
 import {
-  SpanKind,
   SpanStatusCode,
   context as otelContext,
   metrics,
@@ -8,6 +7,7 @@ import {
   type Context,
   type Counter,
   type Histogram,
+  type SpanKind,
   type Link,
   type Meter,
   type MeterProvider,
