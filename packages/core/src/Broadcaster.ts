@@ -1,47 +1,22 @@
-import { trace } from '@opentelemetry/api';
-import { LocalBackplane, type Backplane } from './backplane/Backplane.js';
-import { BackplaneBridge } from './backplane/BackplaneBridge.js';
+import { assemble, type Parts } from './assemble.js';
+import type { Backplane } from './backplane/Backplane.js';
 import type { Connection } from './connection/Connection.js';
 import { encodeMessage, type EncodedMessage } from './connection/EncodedMessage.js';
 import type { FanOutObserver } from './connection/FanOutObserver.js';
 import { BcastError } from './errors/BcastError.js';
-import { ErrorClassifier } from './errors/classify.js';
 import { CloseCode, CloseReason, ErrorCode } from './errors/codes.js';
-import { BroadcastExecutor, type BroadcastJob, type FanOut } from './execution/BroadcastExecutor.js';
-import { ExecutionEngine, type ExecutionResult } from './execution/ExecutionEngine.js';
+import { toBroadcastResult, type BroadcastJob, type FanOut } from './execution/BroadcastExecutor.js';
+import type { ExecutionResult } from './execution/ExecutionEngine.js';
 import type { BroadcastContext, BroadcastResult } from './execution/types.js';
 import { validateRoomId } from './execution/validate.js';
-import { MemoryHistory } from './history/HistoryStore.js';
-import { RoomHistory } from './history/RoomHistory.js';
-import { ConnectionLifecycle, type ConnectionHandle } from './lifecycle/ConnectionLifecycle.js';
-import { ExecutionMonitor } from './monitor/ExecutionMonitor.js';
-import { Presence, type PresenceReport } from './presence/Presence.js';
-import { HealthReporter, type BroadcasterStats, type HealthReport } from './monitor/HealthReporter.js';
-import { BACKPLANE_SCOPE, resolveOptions, withBackplaneScope, type BroadcasterOptions, type ResolvedOptions } from './options.js';
-import { ConnectionRegistry, type ConnectionsView } from './registry/ConnectionRegistry.js';
-import { RoomRegistry, type RoomsView } from './registry/RoomRegistry.js';
-import { ReliabilityManager } from './reliability/ReliabilityManager.js';
+import type { ConnectionHandle } from './lifecycle/ConnectionLifecycle.js';
+import type { BroadcasterStats, HealthReport } from './monitor/HealthReporter.js';
+import { BACKPLANE_SCOPE, type BroadcasterOptions, type SendOptions, type ShutdownReport } from './options.js';
+import type { PresenceReport } from './presence/Presence.js';
+import type { ConnectionsView } from './registry/ConnectionRegistry.js';
+import type { RoomsView } from './registry/RoomRegistry.js';
 
-/** What `shutdown()` did. */
-export interface ShutdownReport {
-  /** Broadcasts that were in flight when it started; each finished (delivered, failed or dropped, and counted). */
-  readonly broadcastsFinished: number;
-  /** Connections that closed within the drain time. */
-  readonly closed: number;
-  /** Connections terminated after it. */
-  readonly terminated: number;
-  readonly durationMs: number;
-}
-
-/** Options of one broadcast call. */
-export interface SendOptions {
-  /** Connection ids that must not receive it. */
-  except?: readonly string[];
-  /** May be dropped for connections that are behind. @default false */
-  volatile?: boolean;
-  /** Do not propagate to other nodes. @default false */
-  localOnly?: boolean;
-}
+export type { SendOptions, ShutdownReport } from './options.js';
 
 /**
  * The core API, a facade: it wires the parts and offers the calls. A broadcast goes
@@ -57,66 +32,22 @@ export class Broadcaster {
   readonly rooms: RoomsView;
   /** Propagation to other nodes. */
   readonly backplane: Backplane;
-  readonly #rooms: RoomRegistry;
-  readonly #options: ResolvedOptions;
-  readonly #ownsBackplane: boolean;
-  readonly #reliability: ReliabilityManager;
-  readonly #monitor: ExecutionMonitor;
-  readonly #engine: ExecutionEngine;
-  readonly #executor: BroadcastExecutor;
-  readonly #lifecycle: ConnectionLifecycle;
-  readonly #bridge: BackplaneBridge;
-  readonly #health: HealthReporter;
-  readonly #history: RoomHistory | undefined;
-  readonly #presence: Presence;
-  readonly #observers = new Set<FanOutObserver>();
+  readonly #p: Parts;
   /** Broadcasts accepted and not finished yet (shutdown waits for them). */
   #inFlight = 0;
   #idle: (() => void) | undefined;
   #disposed = false;
 
   constructor(options: BroadcasterOptions = {}) {
-    const resolved = (this.#options = resolveOptions(options));
-    const connections = new ConnectionRegistry();
-    const rooms = new RoomRegistry();
-    this.connections = connections;
-    this.rooms = this.#rooms = rooms;
-    this.backplane = options.backplane ?? new LocalBackplane();
-    this.#ownsBackplane = options.backplane === undefined;
-    const classifier = options.classifier ?? new ErrorClassifier();
-    const reliability = options.reliability ?? {};
-    let bridge: BackplaneBridge | undefined;
-    this.#reliability = new ReliabilityManager({
-      ...withBackplaneScope(reliability, BackplaneBridge.predicates(() => bridge)),
-      classifier: reliability.classifier ?? classifier,
-    });
-    const monitor = (this.#monitor = new ExecutionMonitor({
-      ...(options.tracerProvider ? { tracerProvider: options.tracerProvider } : {}),
-      ...(options.meterProvider ? { meterProvider: options.meterProvider } : {}),
+    const p = (this.#p = assemble(options, {
+      announce: (event, except) => {
+        if (!this.#disposed) this.toRoom(event.room, event, { except: [except] }).catch((error: unknown) => p.options.log('warn', 'presence event failed', error));
+      },
+      isDisposed: () => this.#disposed,
     }));
-    monitor.observeCircuits(() => this.#reliability.getState());
-    this.#reliability.onEvent((event) => {
-      const span = trace.getActiveSpan();
-      if (event.type === 'retry') {
-        span?.addEvent('bcast.retry', { 'bcast.scope': event.scope, 'bcast.attempt': event.attempt, 'bcast.retry.delay_ms': event.delayMs });
-      } else if (event.type === 'circuit') {
-        span?.addEvent('bcast.circuit.state_change', { 'bcast.scope': event.scope, 'bcast.circuit.from': event.from, 'bcast.circuit.to': event.to });
-        resolved.log('warn', `circuit "${event.scope}" ${event.from} -> ${event.to}`);
-      }
-    });
-    this.#engine = new ExecutionEngine({ monitor, reliability: this.#reliability, classifier });
-    const history = (this.#history = options.history && new RoomHistory(options.history, options.history.store ?? new MemoryHistory(), resolved.log));
-    this.#executor = new BroadcastExecutor({ connections, rooms, limits: resolved.limits, classifier, observers: this.#observers, monitor, traceRoomNames: resolved.traceRoomNames, history, log: resolved.log });
-    this.#lifecycle = new ConnectionLifecycle({ connections, rooms, monitor, options: resolved, history });
-    bridge = this.#bridge = new BackplaneBridge({ backplane: this.backplane, engine: this.#engine, executor: this.#executor, lifecycle: this.#lifecycle, monitor, options: resolved });
-    const presence = (this.#presence = new Presence({ connections, rooms, nodeId: this.backplane.nodeId, log: resolved.log }, options.presence ?? {}));
-    if (presence.tracking) {
-      rooms.on((event) => {
-        const note = presence.update(event);
-        if (note && !this.#disposed) this.toRoom(note.event.room, note.event, { except: [note.except] }).catch((error: unknown) => resolved.log('warn', 'presence event failed', error));
-      });
-    }
-    this.#health = new HealthReporter({ connections, rooms, monitor, reliability: this.#reliability, backplane: this.backplane, isDisposed: () => this.#disposed });
+    this.connections = p.connections;
+    this.rooms = p.rooms;
+    this.backplane = p.backplane;
   }
 
   get nodeId(): string {
@@ -129,7 +60,7 @@ export class Broadcaster {
 
   /** Resolves once the backplane subscription is in place (or failed, which is logged). */
   ready(): Promise<void> {
-    return this.#bridge.subscribed;
+    return this.#p.bridge.subscribed;
   }
 
   // ---- connections (adapters) ----------------------------------------------------------------
@@ -139,68 +70,68 @@ export class Broadcaster {
    * `expiresAt`: when its credentials expire (see `authExpiry`). Throws BCAST_SHUTDOWN once disposed.
    */
   register(connection: Connection, options: { expiresAt?: number | undefined } = {}): ConnectionHandle {
-    return this.#lifecycle.register(connection, options);
+    return this.#p.lifecycle.register(connection, options);
   }
 
   /** Tells `observer` where every fan-out starts and ends (transports coalesce writes per fan-out). Returns an unsubscribe function. */
   observeFanOut(observer: FanOutObserver): () => void {
-    this.#observers.add(observer);
-    return () => void this.#observers.delete(observer);
+    this.#p.observers.add(observer);
+    return () => void this.#p.observers.delete(observer);
   }
 
   /** Closes a connection with a code and reason and unregisters it now. False when unknown. */
   disconnect(connectionId: string, code: number = CloseCode.Normal, reason = ''): boolean {
-    return this.#lifecycle.disconnect(connectionId, code, reason);
+    return this.#p.lifecycle.disconnect(connectionId, code, reason);
   }
 
   /** Sets when a connection's credentials expire (e.g. after the client sent a fresh token); undefined: never. False when unknown. */
   setExpiry(connectionId: string, expiresAt: number | Date | undefined): boolean {
     const entry = this.connections.get(connectionId);
     if (!entry) return false;
-    this.#lifecycle.setExpiry(entry, expiresAt);
+    this.#p.lifecycle.setExpiry(entry, expiresAt);
     return true;
   }
 
   /** Closes every connection of a user, or one connection, with `authExpiry.closeCode` (1008). Returns how many. */
   revoke(target: { userId: string } | { connectionId: string }, reason: string = CloseReason.Revoked): number {
     return 'userId' in target
-      ? this.#lifecycle.revoke((e) => e.userId === target.userId, reason)
-      : this.#lifecycle.revoke((e) => e.id === target.connectionId, reason);
+      ? this.#p.lifecycle.revoke((e) => e.userId === target.userId, reason)
+      : this.#p.lifecycle.revoke((e) => e.id === target.connectionId, reason);
   }
 
   // ---- rooms -------------------------------------------------------------------------------
 
   /** Adds a registered connection to a room. False when the connection is unknown or already in it. */
   join(connectionId: string, room: string): boolean {
-    validateRoomId(room, this.#options.limits);
+    validateRoomId(room, this.#p.options.limits);
     if (!this.connections.has(connectionId)) return false;
-    return this.#rooms.join(connectionId, room);
+    return this.#p.rooms.join(connectionId, room);
   }
 
   leave(connectionId: string, room: string): boolean {
-    return this.#rooms.leave(connectionId, room);
+    return this.#p.rooms.leave(connectionId, room);
   }
 
   /** Creates an empty room that stays until `deleteRoom` (rooms made by `join` go with their last member). False when it exists. */
   createRoom(room: string): boolean {
-    validateRoomId(room, this.#options.limits);
-    return this.#rooms.create(room);
+    validateRoomId(room, this.#p.options.limits);
+    return this.#p.rooms.create(room);
   }
 
   /** Deletes a room and every membership in it; false when it did not exist. */
   deleteRoom(room: string): boolean {
-    return this.#rooms.delete(room);
+    return this.#p.rooms.delete(room);
   }
 
   /** Removes a connection from every room; returns the rooms it left. */
   leaveAll(connectionId: string): string[] {
-    return this.#rooms.leaveAll(connectionId);
+    return this.#p.rooms.leaveAll(connectionId);
   }
 
   /** Who is in a room: users with their connection counts, on every node when the presence store is shared. */
   presence(room: string): Promise<PresenceReport> {
-    validateRoomId(room, this.#options.limits);
-    return this.#presence.list(room);
+    validateRoomId(room, this.#p.options.limits);
+    return this.#p.presence.list(room);
   }
 
   // ---- broadcasting ------------------------------------------------------------------------
@@ -243,34 +174,34 @@ export class Broadcaster {
     this.#inFlight += 1;
     let outcome: ExecutionResult<FanOut>;
     try {
-      outcome = await this.#engine.execute(this.#executor, job, { propagation: this.#bridge });
+      outcome = await this.#p.engine.execute(this.#p.executor, job, { propagation: this.#p.bridge });
     } finally {
       if (--this.#inFlight === 0) this.#idle?.();
     }
     const fanOut = outcome.result;
     if (fanOut === undefined) return outcome as ExecutionResult<never>;
-    this.#lifecycle.settle(fanOut.removals);
-    return { ...outcome, result: resultOf(fanOut, outcome) };
+    this.#p.lifecycle.settle(fanOut.removals);
+    return { ...outcome, result: toBroadcastResult(fanOut, outcome) };
   }
 
   /** Encodes a message once for sending outside a broadcast, under `maxMessageBytes`. Prefer {@link sendTo}. */
   encode(message: unknown): EncodedMessage {
-    return encodeMessage(message, { maxBytes: this.#options.limits.maxMessageBytes });
+    return encodeMessage(message, { maxBytes: this.#p.options.limits.maxMessageBytes });
   }
 
   // ---- operations ----------------------------------------------------------------------------
 
   /** Holds a reliability scope's circuit open (health says `isolated`) until the returned function is called. */
   isolate(scope: string = BACKPLANE_SCOPE): () => void {
-    return this.#reliability.isolate(scope);
+    return this.#p.reliability.isolate(scope);
   }
 
   getStats(): BroadcasterStats {
-    return this.#health.stats();
+    return this.#p.health.stats();
   }
 
   getHealthStatus(): HealthReport {
-    return this.#health.health();
+    return this.#p.health.health();
   }
 
   /**
@@ -286,7 +217,7 @@ export class Broadcaster {
     this.#disposed = true;
     const broadcastsFinished = this.#inFlight;
     if (this.#inFlight > 0) await new Promise<void>((resolve) => (this.#idle = resolve));
-    const drained = await this.#lifecycle.drain(options.code ?? CloseCode.GoingAway, options.reason ?? CloseReason.ServerShutdown, options.drainTimeoutMs ?? 5_000);
+    const drained = await this.#p.lifecycle.drain(options.code ?? CloseCode.GoingAway, options.reason ?? CloseReason.ServerShutdown, options.drainTimeoutMs ?? 5_000);
     await this.#release(options.closeBackplane);
     return { broadcastsFinished, ...drained, durationMs: performance.now() - started };
   }
@@ -300,36 +231,19 @@ export class Broadcaster {
   async dispose(options: { code?: number; reason?: string; closeBackplane?: boolean } = {}): Promise<void> {
     if (this.#disposed) return;
     this.#disposed = true;
-    this.#lifecycle.close(options.code ?? CloseCode.GoingAway, options.reason ?? CloseReason.ServerShutdown);
+    this.#p.lifecycle.close(options.code ?? CloseCode.GoingAway, options.reason ?? CloseReason.ServerShutdown);
     await this.#release(options.closeBackplane);
   }
 
   async #release(closeBackplane: boolean | undefined): Promise<void> {
     try {
-      await this.#presence.close();
-      await this.#bridge.stop();
-      if (closeBackplane ?? this.#ownsBackplane) await this.backplane.close();
+      await this.#p.presence.close();
+      await this.#p.bridge.stop();
+      if (closeBackplane ?? this.#p.ownsBackplane) await this.backplane.close();
     } catch (error) {
-      this.#options.log('warn', 'backplane did not close cleanly', error);
+      this.#p.options.log('warn', 'backplane did not close cleanly', error);
     }
-    this.#reliability.dispose();
-    this.#monitor.dispose();
+    this.#p.reliability.dispose();
+    this.#p.monitor.dispose();
   }
-}
-
-function resultOf(f: FanOut, outcome: ExecutionResult<FanOut>): BroadcastResult {
-  const p = outcome.propagation;
-  return {
-    operation: f.operation,
-    recipients: f.recipients,
-    delivered: f.delivered,
-    failed: f.failed,
-    dropped: f.dropped,
-    removed: f.removals.length,
-    durationMs: outcome.durationMs,
-    ...(f.message.type === undefined ? {} : { messageType: f.message.type }),
-    messageBytes: f.message.byteLength,
-    backplane: p?.status ?? 'skipped',
-    ...(p?.error ? { backplaneError: p.error.code === ErrorCode.Internal ? ErrorCode.BackplaneUnavailable : p.error.code } : {}),
-  };
 }

@@ -164,3 +164,24 @@ export function positive(name: string, value: number, allowZero = false): number
   }
   return value;
 }
+
+/** What `shutdown()` did. */
+export interface ShutdownReport {
+  /** Broadcasts that were in flight when it started; each finished (delivered, failed or dropped, and counted). */
+  readonly broadcastsFinished: number;
+  /** Connections that closed within the drain time. */
+  readonly closed: number;
+  /** Connections terminated after it. */
+  readonly terminated: number;
+  readonly durationMs: number;
+}
+
+/** Options of one broadcast call. */
+export interface SendOptions {
+  /** Connection ids that must not receive it. */
+  except?: readonly string[];
+  /** May be dropped for connections that are behind. @default false */
+  volatile?: boolean;
+  /** Do not propagate to other nodes. @default false */
+  localOnly?: boolean;
+}

@@ -3,16 +3,9 @@ import { ConnectionBase, type CorkableStream, type EncodedMessage, type WriteCoa
 import type { WebSocket } from 'ws';
 
 /**
- * Frame-once fan-out: the WebSocket frame of a broadcast is built once (with ws's own
- * `Sender.frame`) and the same bytes are written to every socket, instead of `ws.send` framing the
- * payload again for each recipient. socket.io/engine.io do the same (ws issue #617).
- *
- * ws has no public API for this, so these helpers read a few of its internals, checked on every
- * connection: `ws._sender` (a Sender whose class has the static `frame`), `_sender._socket` and
- * `_extensions` once, then on every send `_sender._state` (0 when idle), `_sender._bufferedBytes`
- * (0 when nothing is queued) and `_sender._firstFragment`. They have this
- * shape in every ws release from 8.18.0 on; when anything differs, or the socket negotiated
- * permessage-deflate, or ws has queued work, the message goes through `ws.send` as usual.
+ * Frame-once fan-out: a broadcast's WebSocket frame is built once (ws's own `Sender.frame`) and the
+ * same bytes go to every socket. ws has no public API for it, so a few of its internals are read,
+ * checked on every connection and send; anything unexpected goes through `ws.send` (docs/decisions.md, 12).
  */
 
 type FrameFn = (data: Buffer, options: { fin: boolean; mask: boolean; opcode: number; readOnly: boolean; rsv1: boolean }) => Buffer[];

@@ -103,11 +103,11 @@ export function attachToServer(broadcaster: Broadcaster, wss: WebSocketServer, o
   const identities = new WeakMap<IncomingMessage, Identity>();
   const wssOptions = wss.options as { verifyClient?: unknown };
   const checks = options.authenticate !== undefined || options.allowedOrigins !== undefined || options.requireOrigin === true;
-  const caps = admission(options);
+  const caps = new ConnectionCaps(options);
   let verifyClient: ((info: { req: IncomingMessage }, done: (ok: boolean, status?: number, message?: string, headers?: object) => void) => void) | undefined;
   if (wssOptions.verifyClient == null) {
     verifyClient = (info, done) => {
-      if (!caps.admit(info.req.socket)) return done(false, 503, 'Service Unavailable', caps.headers);
+      if (!caps.admitSocket(info.req.socket)) return done(false, 503, 'Service Unavailable', caps.headers);
       verify(info.req, info.req.headers.origin).then(
         (verdict) => {
           if (verdict.identity) identities.set(info.req, verdict.identity);
@@ -149,13 +149,13 @@ export function attachToServer(broadcaster: Broadcaster, wss: WebSocketServer, o
 export function createUpgradeHandler(broadcaster: Broadcaster, options: WsAdapterOptions = {}): UpgradeHandler {
   const verify = createVerifier(options, () => broadcaster.isDisposed);
   const tracker = trackerFor(broadcaster, options);
-  const caps = admission(options);
+  const caps = new ConnectionCaps(options);
   const pending = new Set<Duplex>();
   return {
     async handleUpgrade(request, socket, head, wss) {
       const onError = (): void => void socket.destroy();
       socket.on('error', onError);
-      if (!caps.admit(socket)) return refuseUpgrade(socket, 503, caps.headers);
+      if (!caps.admitSocket(socket)) return refuseUpgrade(socket, 503, caps.headers);
       pending.add(socket);
       const verdict = await verify(request, request.headers.origin).catch(() => undefined);
       pending.delete(socket);
@@ -172,22 +172,6 @@ export function createUpgradeHandler(broadcaster: Broadcaster, options: WsAdapte
       for (const socket of pending) socket.destroy();
       pending.clear();
       await tracker.drain();
-    },
-  };
-}
-
-/** The connection caps (B15): a TCP socket counts from its upgrade request until it closes; over a cap, 503 with Retry-After. */
-function admission(options: WsAdapterOptions) {
-  const caps = new ConnectionCaps(options);
-  const release = function (this: Duplex & { remoteAddress?: string | undefined }): void {
-    caps.release(this.remoteAddress);
-  };
-  return {
-    headers: { 'Retry-After': String(caps.retryAfterS) },
-    admit(socket: Duplex & { remoteAddress?: string | undefined }): boolean {
-      if (!caps.admit(socket.remoteAddress)) return false;
-      socket.on('close', release);
-      return true;
     },
   };
 }

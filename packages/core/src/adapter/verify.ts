@@ -99,7 +99,14 @@ export class ConnectionCaps {
   readonly retryAfterS: number;
   #total = 0;
 
+  /** One listener for every socket (no closure per connection): `this` is the socket. */
+  readonly #releaseSocket: (this: { readonly remoteAddress?: string | undefined }) => void;
+
   constructor(options: ConnectionCapOptions = {}) {
+    const caps = this;
+    this.#releaseSocket = function () {
+      caps.release(this.remoteAddress);
+    };
     this.#max = options.maxConnections ?? 15_000;
     this.#maxPerIp = options.maxConnectionsPerIp ?? Number.POSITIVE_INFINITY;
     this.retryAfterS = options.retryAfterS ?? 5;
@@ -117,6 +124,21 @@ export class ConnectionCaps {
     this.#total += 1;
     this.#perIp.set(key, n + 1);
     return true;
+  }
+
+  /**
+   * Admits the TCP socket of an upgrade request, counted until the socket closes (whatever becomes
+   * of the upgrade); false when a cap is reached. The refusal to send is 503 with {@link headers}.
+   */
+  admitSocket(socket: { readonly remoteAddress?: string | undefined; on(event: 'close', listener: () => void): unknown }): boolean {
+    if (!this.admit(socket.remoteAddress)) return false;
+    socket.on('close', this.#releaseSocket);
+    return true;
+  }
+
+  /** The headers of a 503 for a cap. */
+  get headers(): Readonly<Record<string, string>> {
+    return { 'Retry-After': String(this.retryAfterS) };
   }
 
   /** The connection admitted for `ip` is gone (refused later, failed, or closed). */

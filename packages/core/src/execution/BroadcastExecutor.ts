@@ -8,8 +8,8 @@ import { dataOf, type Publication, type RoomHistory } from '../history/RoomHisto
 import type { ExecutionMonitor } from '../monitor/ExecutionMonitor.js';
 import type { ConnectionEntry, ConnectionRegistry } from '../registry/ConnectionRegistry.js';
 import type { RoomRegistry } from '../registry/RoomRegistry.js';
-import type { ExecutionDescription, ExecutionInterface, PropagationOutcome } from './ExecutionEngine.js';
-import { BROADCAST_OPERATIONS, type BroadcastContext, type BroadcastOperation } from './types.js';
+import type { ExecutionDescription, ExecutionInterface, ExecutionResult, PropagationOutcome } from './ExecutionEngine.js';
+import { BROADCAST_OPERATIONS, type BroadcastContext, type BroadcastOperation, type BroadcastResult } from './types.js';
 import { validateConnectionIds, validateRoomId, validateUserId, type IdLimits } from './validate.js';
 
 /** A broadcast in flight: the request, where it comes from, and its message once encoded. */
@@ -254,4 +254,22 @@ export class BroadcastExecutor implements ExecutionInterface<BroadcastJob, FanOu
     const clean = result.failed === 0 && propagation?.status !== 'failed';
     return { outcome: clean ? 'success' : 'partial', attributes };
   }
+}
+
+/** The public result of a broadcast: what the fan-out did, the engine's duration and the propagation's outcome. */
+export function toBroadcastResult(f: FanOut, outcome: ExecutionResult<FanOut>): BroadcastResult {
+  const p = outcome.propagation;
+  return {
+    operation: f.operation,
+    recipients: f.recipients,
+    delivered: f.delivered,
+    failed: f.failed,
+    dropped: f.dropped,
+    removed: f.removals.length,
+    durationMs: outcome.durationMs,
+    ...(f.message.type === undefined ? {} : { messageType: f.message.type }),
+    messageBytes: f.message.byteLength,
+    backplane: p?.status ?? 'skipped',
+    ...(p?.error ? { backplaneError: p.error.code === ErrorCode.Internal ? ErrorCode.BackplaneUnavailable : p.error.code } : {}),
+  };
 }
