@@ -1,6 +1,6 @@
 import { BcastError } from '../errors/BcastError.js';
 import { ErrorCode } from '../errors/codes.js';
-import { validateUserId } from '../execution/validate.js';
+import { expiryOf, validateUserId } from '../execution/validate.js';
 
 /**
  * Helpers every transport adapter needs, so that none of them re-implements them.
@@ -32,14 +32,6 @@ export function resolveIdentity(result: AuthResult): Identity | undefined {
   throw new BcastError(ErrorCode.InvalidOption, 'authenticate must return a user id, an identity object or false');
 }
 
-/** An expiry as ms since the epoch; throws BCAST_INVALID_OPTION for anything else. */
-export function expiryOf(value: number | Date): number {
-  const ms = value instanceof Date ? value.getTime() : value;
-  if (typeof ms !== 'number' || !Number.isFinite(ms)) {
-    throw new BcastError(ErrorCode.InvalidOption, 'expiresAt must be a finite time in ms since the epoch, or a Date', { details: { option: 'expiresAt' } });
-  }
-  return ms;
-}
 
 /**
  * Cross-site WebSocket hijacking guard. `allowed` undefined accepts every origin (the default, as

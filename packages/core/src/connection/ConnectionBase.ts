@@ -1,4 +1,4 @@
-import type { ConnectionEntry } from '../registry/ConnectionRegistry.js';
+import type { ConnectionEntry } from './ConnectionEntry.js';
 import type { Connection } from './Connection.js';
 import type { EncodedMessage } from './EncodedMessage.js';
 

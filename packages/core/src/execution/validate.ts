@@ -45,3 +45,12 @@ export function validateConnectionIds(ids: unknown, field: 'connectionIds' | 'ex
   }
   return ids as readonly string[];
 }
+
+/** An expiry as ms since the epoch; throws BCAST_INVALID_OPTION for anything else. */
+export function expiryOf(value: number | Date): number {
+  const ms = value instanceof Date ? value.getTime() : value;
+  if (typeof ms !== 'number' || !Number.isFinite(ms)) {
+    throw new BcastError(ErrorCode.InvalidOption, 'expiresAt must be a finite time in ms since the epoch, or a Date', { details: { option: 'expiresAt' } });
+  }
+  return ms;
+}

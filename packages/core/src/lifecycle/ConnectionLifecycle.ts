@@ -1,9 +1,9 @@
 import type { Connection } from '../connection/Connection.js';
 import { encodeMessage } from '../connection/EncodedMessage.js';
-import { expiryOf } from '../adapter/identity.js';
 import { BcastError } from '../errors/BcastError.js';
 import { CloseCode, CloseReason, ErrorCode } from '../errors/codes.js';
 import type { Removal, RemovalReason } from '../execution/BroadcastExecutor.js';
+import { expiryOf } from '../execution/validate.js';
 import { Publication, type RoomHistory } from '../history/RoomHistory.js';
 import type { StreamPosition } from '../history/HistoryStore.js';
 import type { EncodedMessage } from '../connection/EncodedMessage.js';
