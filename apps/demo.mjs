@@ -2,13 +2,16 @@
 // (node --import ./instrumentation.mjs server.mjs), in memory, nothing else to install.
 // Ports: WS_CHAT_PORT (3001), SOCKETIO_CHAT_PORT (3002), EXPRESS_CHAT_PORT (3003); HOST (127.0.0.1).
 // Traces go to OTEL_EXPORTER_OTLP_ENDPOINT (http://localhost:4318): start Jaeger to see them
-// (docs/observability.md); without it the apps run the same and say once that export failed.
+// (docs/observability.md); without it the apps run the same and say once that export failed. The
+// page's "Measured" panel links the last broadcast's trace with BCAST_TRACE_URL (default: Jaeger's
+// http://localhost:16686/trace/{traceId}). Ctrl-C stops everything within about a second.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { createConnection } from 'node:net';
 
 // `pnpm demo:cluster` (node demo.mjs --cluster): two app processes (ws and socket.io) sharing one
-// Redis backplane, so a broadcast from either reaches the clients of both. Redis from REDIS_URL
+// Redis (backplane, room history, presence), so a broadcast from either reaches the clients of
+// both, a page recovers on either, and Online lists the users of both. Redis from REDIS_URL
 // (default redis://127.0.0.1:6379); ports CLUSTER_A_PORT (3011) and CLUSTER_B_PORT (3012).
 const cluster = process.argv.includes('--cluster');
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -28,11 +31,14 @@ const apps = cluster
       { name: 'express-chat', dir: 'express-chat', port: process.env.EXPRESS_CHAT_PORT ?? '3003', what: 'express + HTTP upgrade' },
     ];
 const width = Math.max(...apps.map((a) => a.name.length));
+const traceUrl = process.env.BCAST_TRACE_URL ?? 'http://localhost:16686/trace/{traceId}';
+/** Ctrl-C: time the apps get to stop (each stops in about a second) before they are killed. */
+const STOP_TIMEOUT_MS = 1_800;
 
 const children = apps.map((app) => {
   const child = spawn(process.execPath, ['--import', './instrumentation.mjs', 'server.mjs'], {
     cwd: fileURLToPath(new URL(`./${app.dir}/`, import.meta.url)),
-    env: { ...process.env, PORT: app.port, HOST: process.env.HOST ?? '127.0.0.1', ...(cluster ? { BCAST_REDIS_URL: redisUrl, OTEL_SERVICE_NAME: `bcast-${app.name}` } : {}) },
+    env: { ...process.env, PORT: app.port, HOST: process.env.HOST ?? '127.0.0.1', BCAST_TRACE_URL: traceUrl, ...(cluster ? { BCAST_REDIS_URL: redisUrl, OTEL_SERVICE_NAME: `bcast-${app.name}` } : {}) },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   const prefix = `[${app.name.padEnd(width)}] `;
@@ -62,10 +68,18 @@ async function stop(code = 0) {
   console.log('\nstopping the demo apps…');
   await Promise.all(
     children.map(
-      ({ child }) =>
+      ({ app, child }) =>
         new Promise((resolve) => {
           if (child.exitCode !== null || child.signalCode !== null) return resolve(undefined);
-          child.once('exit', resolve);
+          const timer = setTimeout(() => {
+            console.error(`${app.name} did not stop within ${STOP_TIMEOUT_MS} ms; killed`);
+            child.kill('SIGKILL');
+          }, STOP_TIMEOUT_MS);
+          child.once('exit', () => {
+            clearTimeout(timer);
+            resolve(undefined);
+          });
+          // (Ctrl-C in a terminal already sent SIGINT to the whole process group; this is for `kill`.)
           child.kill('SIGTERM');
         }),
     ),
@@ -82,14 +96,15 @@ try {
     [
       '',
       cluster
-        ? `bcast cluster demo: two processes sharing the Redis backplane at ${redisUrl}; a message sent on one reaches the clients of both.`
-        : 'bcast demo: three chat apps, one per adapter, all using the @bcast/compat BroadcastManager.',
+        ? `bcast cluster demo: two processes sharing Redis at ${redisUrl} (backplane, room history, presence): a message sent on one reaches the clients of both.`
+        : 'bcast demo: three chat apps, one per adapter (ws, socket.io, express), the page on @bcast/client.',
       ...rows,
       '',
-      'Open one in two browser tabs, pick two names, join a room, and chat. Also:',
+      'Open one in two browser tabs, pick two names, join a room, and chat. The "Measured" panel shows each broadcast',
+      'as bcast counted it, deliveries per second, health and circuit state, and a link to the trace. Also:',
       `  curl -X POST ${urls[0]}/broadcast -H 'content-type: application/json' -d '{"target":"room","room":"lobby","message":{"text":"hello from curl"}}'`,
       `  curl ${urls[0]}/health   curl ${urls[0]}/stats   curl ${urls[0]}/metrics`,
-      'Traces: OTLP to ' + (process.env.OTEL_EXPORTER_OTLP_ENDPOINT ?? 'http://localhost:4318') + ' (see docs/observability.md to run Jaeger).',
+      'Traces: OTLP to ' + (process.env.OTEL_EXPORTER_OTLP_ENDPOINT ?? 'http://localhost:4318') + ` (see docs/observability.md to run Jaeger); trace links: ${traceUrl}`,
       'Ctrl-C stops everything.',
       '',
     ].join('\n'),

@@ -6,10 +6,12 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { io as ioClient, type Socket } from 'socket.io-client';
+import type { Broadcaster } from '@bcast/core';
 import WebSocket from 'ws';
 
 export interface RunningApp {
   url: string;
+  broadcaster: Broadcaster;
   close(): Promise<void>;
 }
 
@@ -18,7 +20,7 @@ export interface AppInfo {
   transport: 'ws' | 'socket.io';
   serviceName: string;
   dir: string;
-  start(options: { port: number; host?: string; logger?: Pick<Console, 'warn' | 'error'>; redisUrl?: string; redisChannel?: string }): Promise<RunningApp>;
+  start(options: { port: number; host?: string; logger?: Pick<Console, 'warn' | 'error'>; redisUrl?: string; redisChannel?: string; traceUrl?: string }): Promise<RunningApp>;
 }
 
 const dirOf = (name: string): string => fileURLToPath(new URL(`../${name}/`, import.meta.url));
@@ -39,9 +41,14 @@ export const quietLogger = { warn: () => {}, error: (...args: unknown[]) => cons
 
 // ---- clients ------------------------------------------------------------------------------------
 
-/** A chat client on either transport: every message it receives, and a way to wait for one. */
+/**
+ * A chat client on either transport: every message it receives, and a way to wait for one. The
+ * messages of rooms with history (every chat room) arrive as `{ type: "bcast.pub", room, offset,
+ * epoch, data }`: `received` holds their `data`, `frames` everything as it came.
+ */
 export interface ChatClient {
   readonly received: unknown[];
+  readonly frames: unknown[];
   send(message: unknown): void;
   /** Resolves with the first message (already received or coming) that matches. */
   next(match: (message: any) => boolean, what?: string): Promise<any>;
@@ -50,12 +57,16 @@ export interface ChatClient {
   close(): Promise<void>;
 }
 
-function inbox(): { received: unknown[]; push(message: unknown): void; next: ChatClient['next'] } {
+function inbox(): { received: unknown[]; frames: unknown[]; push(frame: unknown): void; next: ChatClient['next'] } {
   const received: unknown[] = [];
+  const frames: unknown[] = [];
   const waiters = new Set<{ match: (m: any) => boolean; resolve: (m: unknown) => void }>();
   return {
     received,
-    push(message) {
+    frames,
+    push(frame) {
+      frames.push(frame);
+      const message = (frame as { type?: unknown } | null)?.type === 'bcast.pub' ? (frame as { data: unknown }).data : frame;
       received.push(message);
       for (const w of waiters) {
         if (w.match(message)) {
@@ -101,6 +112,7 @@ export async function connectClient(app: AppInfo, url: string, name: string): Pr
     const send = (m: unknown): void => void socket.emit('message', m);
     return {
       received: box.received,
+      frames: box.frames,
       send,
       next: box.next,
       join: (room) => join(send, room),
@@ -122,6 +134,7 @@ export async function connectClient(app: AppInfo, url: string, name: string): Pr
   const send = (m: unknown): void => ws.send(JSON.stringify(m));
   return {
     received: box.received,
+    frames: box.frames,
     send,
     next: box.next,
     join: (room) => join(send, room),

@@ -7,6 +7,7 @@ import { guardProcess } from '../../tests/support/processGuard.js';
 guardProcess();
 
 const SERVER = 2; // OTLP SpanKind: SPAN_KIND_SERVER
+const TRACE_URL = 'http://jaeger.test:16686/trace/{traceId}';
 const PRODUCER = 4;
 
 describe.each(APPS)('$name exports its traces over OTLP', (app) => {
@@ -15,7 +16,7 @@ describe.each(APPS)('$name exports its traces over OTLP', (app) => {
 
   beforeAll(async () => {
     receiver = await startOtlpReceiver();
-    proc = await startAppProcess(app, { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: '50' });
+    proc = await startAppProcess(app, { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: '50', BCAST_TRACE_URL: TRACE_URL });
   });
   afterAll(async () => {
     await proc?.stop();
@@ -27,7 +28,7 @@ describe.each(APPS)('$name exports its traces over OTLP', (app) => {
     try {
       await client.join('ops');
       const res = await postJson(`${proc.url}/broadcast`, { target: 'room', room: 'ops', message: { type: 'alert', text: 'disk full' } });
-      expect(res.body.result).toMatchObject({ successful: 1, totalConnections: 1 });
+      expect(res.body.result).toMatchObject({ recipients: 1, delivered: 1 });
       await client.next((m) => m?.text === 'disk full');
 
       const http = await receiver.waitForSpan((s) => s.kind === SERVER && attr(s, 'http.request.method') === 'POST' && attr(s, 'url.path') === '/broadcast', 'the HTTP server span');
@@ -52,6 +53,36 @@ describe.each(APPS)('$name exports its traces over OTLP', (app) => {
       await postJson(`${proc.url}/broadcast`, { target: 'all', message: 'marker' });
       await receiver.waitForSpan((s) => s.name === 'bcast.broadcast' && attr(s, 'bcast.operation') === 'all' && s.parentSpanId !== undefined && s.parentSpanId !== '', 'the marker broadcast');
       expect(receiver.spans.filter((s) => s.kind === SERVER && attr(s, 'url.path') === '/metrics')).toEqual([]);
+    } finally {
+      await client.close();
+    }
+  });
+  it("links the dashboard's last broadcast to its trace: POST /broadcast's and a chat message's", async () => {
+    const client = await connectClient(app, proc.url, 'erin');
+    try {
+      await client.join('ops');
+      await postJson(`${proc.url}/broadcast`, { target: 'room', room: 'ops', message: { type: 'alert', text: 'linked' } });
+      let board = (await (await fetch(`${proc.url}/dashboard.json`)).json()) as any;
+      expect(board.traceLinks).toBe(true);
+      expect(board.last).toMatchObject({ operation: 'room', messageType: 'alert', delivered: 1, traceId: expect.stringMatching(/^[0-9a-f]{32}$/) });
+      expect(board.last.traceUrl).toBe(`http://jaeger.test:16686/trace/${board.last.traceId}`);
+      const posted = await receiver.waitForSpan((s) => s.name === 'bcast.broadcast' && s.traceId === board.last.traceId, 'the broadcast in the linked trace');
+      expect(attr(posted, 'bcast.delivered')).toBe(1);
+      const http = await receiver.waitForSpan((s) => s.spanId === posted.parentSpanId, "the broadcast's parent");
+      expect(attr(http, 'url.path')).toBe('/broadcast');
+
+      // A chat message from a client: the app runs it in a span of its own, parent of the broadcast.
+      client.send({ type: 'chat', to: 'room', room: 'ops', text: 'from a client' });
+      await client.next((m) => m?.text === 'from a client');
+      board = (await (await fetch(`${proc.url}/dashboard.json`)).json()) as any;
+      expect(board.last).toMatchObject({ operation: 'room', messageType: 'chat', delivered: 1 });
+      const chat = await receiver.waitForSpan((s) => s.name === 'chat room' && s.traceId === board.last.traceId, 'the chat span in the linked trace');
+      expect(chat.kind).toBe(SERVER);
+      expect(chat.parentSpanId ?? '').toBe('');
+      const relayed = await receiver.waitForSpan((s) => s.name === 'bcast.broadcast' && s.parentSpanId === chat.spanId, 'the chat broadcast under it');
+      expect(attr(relayed, 'bcast.delivered')).toBe(1);
+      // The page's poll of /dashboard.json makes no spans.
+      expect(receiver.spans.filter((s) => attr(s, 'url.path') === '/dashboard.json')).toEqual([]);
     } finally {
       await client.close();
     }

@@ -33,10 +33,50 @@ describe.skipIf(why !== undefined)('the three apps on one Redis backplane', () =
     for (const [from, app] of running.entries()) {
       const text = `from ${APPS[from]!.name}`;
       const res = await postJson(`${app.url}/broadcast`, { target: 'room', room: 'lobby', message: { text } });
-      expect(res.body.result).toMatchObject({ successful: 1, totalConnections: 1 }); // the local member; the others are on other nodes
+      expect(res.body.result).toMatchObject({ recipients: 1, delivered: 1 }); // the local member; the others are on other nodes
       await Promise.all(clients.map((c, i) => c.next((m) => m?.text === text, `"${text}" at ${APPS[i]!.name}`)));
     }
     for (const c of clients) expect(c.received.filter((m: any) => typeof m?.text === 'string' && m.text.startsWith('from '))).toHaveLength(3);
+  });
+
+  it("shares presence: a room's users on every app, and join events reach the members on the other apps", async () => {
+    clients[0]!.send({ type: 'who', room: 'lobby' });
+    const list = await clients[0]!.next((m) => m?.type === 'presence' && m.room === 'lobby', 'the presence list');
+    expect(list).toEqual({
+      type: 'presence',
+      room: 'lobby',
+      users: [
+        { userId: 'user0', connections: 1 },
+        { userId: 'user1', connections: 1 },
+        { userId: 'user2', connections: 1 },
+      ],
+      connections: 3,
+    });
+    const late = await connectClient(APPS[1]!, running[1]!.url, 'late');
+    clients.push(late);
+    await late.join('lobby');
+    for (const i of [0, 2]) {
+      expect(await clients[i]!.next((m) => m?.type === 'bcast.presence' && m.userId === 'late', `the join event at ${APPS[i]!.name}`)).toEqual({ type: 'bcast.presence', room: 'lobby', event: 'join', userId: 'late' });
+    }
+  });
+
+  it('recovers on another app what a client missed: the room history is shared', async () => {
+    const first = await connectClient(APPS[0]!, running[0]!.url, 'rover');
+    await first.join('news');
+    await postJson(`${running[2]!.url}/broadcast`, { target: 'room', room: 'news', message: { text: 'seen' } });
+    await first.next((m) => m?.text === 'seen');
+    const seen = first.frames.find((f: any) => f?.data?.text === 'seen') as { offset: number; epoch: string };
+    await first.close();
+    for (const text of ['missed 1', 'missed 2', 'missed 3']) await postJson(`${running[2]!.url}/broadcast`, { target: 'room', room: 'news', message: { text } });
+
+    const again = await connectClient(APPS[1]!, running[1]!.url, 'rover');
+    clients.push(again);
+    again.send({ type: 'join', room: 'news', since: { offset: seen.offset, epoch: seen.epoch }, requestId: 'rejoin' });
+    const ok = await again.next((m) => m?.requestId === 'rejoin', 'the answer to the rejoin');
+    // Missed: three messages, and rover's own leave (presence events are kept in the room's history too).
+    expect(ok).toEqual({ type: 'ok', op: 'join', room: 'news', requestId: 'rejoin', recovered: true, position: { offset: seen.offset + 4, epoch: seen.epoch } });
+    expect(again.received.filter((m: any) => typeof m?.text === 'string').map((m: any) => m.text)).toEqual(['missed 1', 'missed 2', 'missed 3']);
+    expect(again.received).toContainEqual({ type: 'bcast.presence', room: 'news', event: 'leave', userId: 'rover' });
   });
 
   it('delivers a user broadcast to that user on another node', async () => {

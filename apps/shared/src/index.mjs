@@ -1,27 +1,21 @@
-// What the three sample chat apps share: the chat's rules (identity, joins, chat messages,
-// presence), the HTTP routes (page, POST /broadcast, /health, /stats, /metrics) and the process
-// plumbing (listen, close, run as a script). Each app only wires its transport adapter.
-import { readFileSync, realpathSync } from 'node:fs';
+// What the three sample chat apps share: the chat's rules (identity, joins, chat messages, room
+// history and presence), the HTTP routes (page, @bcast/client, POST /broadcast, /dashboard.json,
+// /health, /stats, /metrics) and the process plumbing (listen, close, run as a script). Each app
+// only wires its transport adapter.
+import { readdirSync, readFileSync, realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import { ErrorClassifier, ErrorCode, isBcastError } from '@bcast/core';
-import { shutdownGlobalTelemetry } from './metrics.mjs';
+import { Broadcaster, ErrorClassifier, ErrorCode, isBcastError } from '@bcast/core';
+import { createDashboard, inSpan } from './dashboard.mjs';
+import { appMetrics, shutdownGlobalTelemetry } from './metrics.mjs';
 
 /** Tells a caller's bad input (400) from a server fault (500). */
 const callerErrors = new ErrorClassifier();
 
 export { appMetrics } from './metrics.mjs';
+export { createDashboard, inSpan, traceLink } from './dashboard.mjs';
 
-/** @typedef {import('@bcast/core').Broadcaster} Broadcaster */
 /** @typedef {import('@bcast/core').ConnectionEntry} ConnectionEntry */
-/**
- * The legacy facade's surface the apps use (docs/legacy-api.md).
- * @typedef {object} Manager
- * @property {(message: unknown) => Promise<object>} broadcastToAll
- * @property {(userId: string, message: unknown) => Promise<boolean>} broadcastToUser
- * @property {(room: string, message: unknown) => Promise<object>} broadcastToRoom
- * @property {() => object} getStats
- * @property {() => { status: string }} getHealthStatus
- */
+/** @typedef {ReturnType<typeof createDashboard>} Dashboard */
 
 // ---- identity ---------------------------------------------------------------------------------
 
@@ -47,42 +41,33 @@ export function nameFromUrl(/** @type {string | undefined} */ url) {
 // ---- the chat ---------------------------------------------------------------------------------
 
 const MAX_TEXT = 2_000;
-const MAX_LISTED_USERS = 100;
 
 /**
- * Broadcaster options of the chat, and `use(manager, broadcaster)` to call once both exist:
+ * Every chat room keeps a history: its messages reach members as `bcast.pub` publications with a
+ * position, and a page that lost its connection gets what it missed when @bcast/client rejoins.
+ * (Rooms are whatever name people type; `'*'` matches them all.)
+ */
+export const CHAT_HISTORY = { rooms: '*', maxMessages: 200, ttlMs: 15 * 60_000 };
+
+/**
+ * The chat's Broadcaster options, and `use(broadcaster, dashboard)` to call once both exist:
  * - any valid room may be joined by an identified user (the core validates the room id);
- * - `{ type: "chat", to: "room" | "all" | "user", room?, userId?, text }` from a client is sent
- *   with the compat BroadcastManager, stamped with the sender's identity (never the body's);
- * - every connect / disconnect sends `{ type: "presence", users }` to the clients of this process.
- * @param {{ logger?: Pick<Console, 'warn' | 'error'> }} [options]
+ * - rooms keep a history ({@link CHAT_HISTORY}) and announce who joins and leaves
+ *   (`presence: { events: true }`: `bcast.presence` to the room's members);
+ * - `{ type: "who", room }` from a member is answered `{ type: "presence", room, users, connections }`
+ *   from `broadcaster.presence(room)` (every process's members when the presence store is shared);
+ * - `{ type: "chat", to: "room" | "all" | "user", room?, userId?, text }` is broadcast stamped with
+ *   the sender's identity (never the body's), inside a span, and recorded on the dashboard.
+ * @param {{ logger?: Pick<Console, 'warn' | 'error'>, historyStore?: import('@bcast/core').HistoryOptions['store'], presenceStore?: import('@bcast/core').PresenceOptions['store'] }} [options]
  */
 export function chatHooks(options = {}) {
   const logger = options.logger ?? console;
-  /** @type {Manager | undefined} */
-  let manager;
   /** @type {Broadcaster | undefined} */
   let broadcaster;
-  let presenceQueued = false;
+  /** @type {Dashboard | undefined} */
+  let dashboard;
 
-  const presence = () => {
-    // Several connects in one tick make one presence broadcast.
-    if (presenceQueued || !manager || !broadcaster) return;
-    presenceQueued = true;
-    queueMicrotask(() => {
-      presenceQueued = false;
-      if (!manager || !broadcaster || broadcaster.isDisposed) return;
-      const users = new Set();
-      for (const entry of broadcaster.connections.entries()) {
-        if (entry.userId !== undefined && !entry.isClosing) users.add(entry.userId);
-        if (users.size >= MAX_LISTED_USERS) break;
-      }
-      // Who is connected to this node; with a backplane every node tells its own clients.
-      broadcaster.toAll({ type: 'presence', users: [...users].sort() }, { localOnly: true }).catch((error) => logger.warn('[chat] presence broadcast failed:', error));
-    });
-  };
-
-  /** A direct answer to one connection (not a broadcast). */
+  /** A direct answer to one connection (not a room message). */
   const reply = (/** @type {ConnectionEntry} */ entry, /** @type {object} */ message) => {
     if (!broadcaster || entry.isClosing) return;
     broadcaster.sendTo(entry.id, message, { localOnly: true }).catch((error) => logger.warn('[chat] reply failed:', error));
@@ -106,29 +91,36 @@ export function chatHooks(options = {}) {
    * @param {unknown} message
    */
   const relay = async (entry, message) => {
-    if (!manager || !broadcaster) return;
+    const b = broadcaster;
+    if (!b) return;
     const m = /** @type {Record<string, unknown>} */ (typeof message === 'object' && message !== null ? message : {});
+    const member = (/** @type {unknown} */ room) => typeof room === 'string' && b.rooms.roomsOf(entry.id).has(room);
+    if (m.type === 'who') {
+      if (!member(m.room)) return reply(entry, { type: 'notice', level: 'error', text: `join ${JSON.stringify(m.room)} first` });
+      const report = await b.presence(/** @type {string} */ (m.room));
+      return reply(entry, { type: 'presence', ...report });
+    }
     if (m.type !== 'chat') return reply(entry, { type: 'notice', level: 'error', text: 'unknown message type' });
     const text = typeof m.text === 'string' ? m.text.trim() : '';
     if (text.length === 0 || text.length > MAX_TEXT) return reply(entry, { type: 'notice', level: 'error', text: `text must have 1 to ${MAX_TEXT} characters` });
     const from = entry.userId ?? 'anonymous';
     const at = new Date().toISOString();
-    if (m.to === 'all') {
-      await manager.broadcastToAll({ type: 'chat', from, to: 'all', text, at });
-    } else if (m.to === 'room') {
-      const room = typeof m.room === 'string' ? m.room : '';
-      if (!broadcaster.rooms.roomsOf(entry.id).has(room)) return reply(entry, { type: 'notice', level: 'error', text: `join ${JSON.stringify(room)} before sending to it` });
-      await manager.broadcastToRoom(room, { type: 'chat', from, to: 'room', room, text, at });
-    } else if (m.to === 'user') {
+    if (m.to === 'room' && !member(m.room)) return reply(entry, { type: 'notice', level: 'error', text: `join ${JSON.stringify(m.room)} before sending to it` });
+    if (m.to !== 'all' && m.to !== 'room' && m.to !== 'user') return reply(entry, { type: 'notice', level: 'error', text: 'to must be "room", "all" or "user"' });
+    await inSpan(`chat ${m.to}`, async (span) => {
+      if (m.to === 'all') return dashboard?.record(await b.toAll({ type: 'chat', from, to: 'all', text, at }), span);
+      if (m.to === 'room') {
+        const room = /** @type {string} */ (m.room);
+        return dashboard?.record(await b.toRoom(room, { type: 'chat', from, to: 'room', room, text, at }), span);
+      }
       const userId = typeof m.userId === 'string' ? m.userId : '';
       const dm = { type: 'chat', from, to: 'user', userId, text, at };
-      const delivered = userId.length > 0 && (await manager.broadcastToUser(userId, dm));
-      // With a backplane the user may be connected to another process: `false` only speaks for this one.
-      if (!delivered && broadcaster.backplane.isLocal) return reply(entry, { type: 'notice', level: 'error', text: `${JSON.stringify(userId)} is not connected` });
+      const result = await b.toUser(userId, dm);
+      dashboard?.record(result, span);
+      // With a backplane the user may be connected to another process: 0 only speaks for this one.
+      if (result.delivered === 0 && b.backplane.isLocal) return reply(entry, { type: 'notice', level: 'error', text: `${JSON.stringify(userId)} is not connected` });
       if (userId !== from) reply(entry, dm); // the sender's copy
-    } else {
-      reply(entry, { type: 'notice', level: 'error', text: 'to must be "room", "all" or "user"' });
-    }
+    });
   };
 
   return {
@@ -137,16 +129,45 @@ export function chatHooks(options = {}) {
       /** @param {ConnectionEntry} entry */
       authorizeJoin: (entry) => entry.userId !== undefined,
       onMessage,
-      onConnect: presence,
-      onDisconnect: presence,
+      history: { ...CHAT_HISTORY, ...(options.historyStore ? { store: options.historyStore } : {}) },
+      presence: { events: true, ...(options.presenceStore ? { store: options.presenceStore } : {}) },
     },
     /**
-     * @param {Manager} m
      * @param {Broadcaster} b
+     * @param {Dashboard} d
      */
-    use(m, b) {
-      manager = m;
+    use(b, d) {
       broadcaster = b;
+      dashboard = d;
+    },
+  };
+}
+
+/**
+ * The Broadcaster of one chat app, with its metrics, the chat's rules, the Redis backplane when
+ * `redisUrl` is set, and the dashboard (`traceUrl`: BCAST_TRACE_URL by default).
+ * @param {{ serviceName: string, logger: Pick<Console, 'warn' | 'error'>, redisUrl?: string | undefined, redisChannel?: string | undefined, traceUrl?: string | undefined }} options
+ */
+export async function createChat({ serviceName, logger, redisUrl, redisChannel, traceUrl = process.env.BCAST_TRACE_URL || undefined }) {
+  const metrics = appMetrics(serviceName);
+  const cluster = await clusterOptions({ redisUrl, redisChannel, logger });
+  const chat = chatHooks({ logger, ...cluster.stores });
+  const broadcaster = new Broadcaster({ ...chat.options, ...metrics.broadcasterOptions, ...cluster.options, logger });
+  const dashboard = createDashboard({ broadcaster, traceUrl });
+  chat.use(broadcaster, dashboard);
+  return {
+    broadcaster,
+    dashboard,
+    metrics,
+    /**
+     * The broadcaster's graceful shutdown: new connections refused, the clients closed with 1001
+     * and given `drainTimeoutMs` to close, the backplane closed.
+     * @param {{ drainTimeoutMs?: number }} [options]
+     */
+    async shutdown({ drainTimeoutMs = 500 } = {}) {
+      dashboard.close();
+      await broadcaster.shutdown({ drainTimeoutMs, closeBackplane: true });
+      await cluster.close();
     },
   };
 }
@@ -154,33 +175,74 @@ export function chatHooks(options = {}) {
 // ---- several processes ----------------------------------------------------------------------------
 
 /**
- * A Redis backplane when `redisUrl` is set (BCAST_REDIS_URL for the apps), so that a broadcast
- * reaches the clients of every app process, whatever its adapter. None: in memory, one process.
+ * With `redisUrl` (BCAST_REDIS_URL for the apps): a Redis backplane, so that a broadcast reaches
+ * the clients of every app process whatever its adapter, plus @bcast/redis's history and presence
+ * stores, so that a page recovers its missed messages on any process and the Online list shows
+ * everyone, on every process. Their keys are named after the channel: apps on one channel share
+ * them. Without `redisUrl`: in memory, one process.
  * @param {{ redisUrl?: string | undefined, redisChannel?: string | undefined, logger: Pick<Console, 'warn' | 'error'> }} options
- * @returns {Promise<{ backplane?: import('@bcast/core').Backplane }>} spread into the Broadcaster's options
+ * @returns {Promise<{ options: { backplane?: import('@bcast/core').Backplane }, stores: { historyStore?: import('@bcast/core').HistoryOptions['store'], presenceStore?: import('@bcast/core').PresenceOptions['store'] }, close(): Promise<void> }>}
  */
-export async function backplaneOptions({ redisUrl, redisChannel, logger }) {
-  if (!redisUrl) return {};
-  const { createRedisBackplane } = await import('@bcast/redis');
-  return { backplane: createRedisBackplane({ url: redisUrl, logger, ...(redisChannel ? { channel: redisChannel } : {}) }) };
+export async function clusterOptions({ redisUrl, redisChannel, logger }) {
+  if (!redisUrl) return { options: {}, stores: {}, close: async () => {} };
+  /** @type {Record<string, any>} */
+  const redis = await import('@bcast/redis');
+  const channel = redisChannel ?? 'bcast';
+  const backplane = redis.createRedisBackplane({ url: redisUrl, logger, ...(redisChannel ? { channel: redisChannel } : {}) });
+  // (Stores of @bcast/redis releases that have them; an older one leaves history and presence in memory.)
+  const historyStore = typeof redis.createRedisHistory === 'function' ? redis.createRedisHistory({ url: redisUrl, logger, prefix: `${channel}:h:` }) : undefined;
+  const presenceStore = typeof redis.createRedisPresence === 'function' ? redis.createRedisPresence({ url: redisUrl, logger, prefix: `${channel}:p:` }) : undefined;
+  return {
+    options: { backplane },
+    stores: { ...(historyStore ? { historyStore } : {}), ...(presenceStore ? { presenceStore } : {}) },
+    // The broadcaster closes the backplane and the presence store; the history store is the app's.
+    close: async () => {
+      await historyStore?.close();
+    },
+  };
 }
 
 // ---- HTTP ---------------------------------------------------------------------------------------
 
 const PUBLIC = new URL('../public/', import.meta.url);
 const read = (/** @type {string} */ name) => readFileSync(new URL(name, PUBLIC));
+const JS = 'text/javascript; charset=utf-8';
+/** @type {Record<string, { type: string, body: Buffer }>} */
 const ASSETS = {
-  '/app.js': { type: 'text/javascript; charset=utf-8', body: read('app.js') },
+  '/app.js': { type: JS, body: read('app.js') },
+  '/socketio-websocket.js': { type: JS, body: read('socketio-websocket.js') },
   '/style.css': { type: 'text/css; charset=utf-8', body: read('style.css') },
+  ...clientModules('/bcast-client/'),
 };
 const PAGE = read('index.html').toString('utf8');
 const MAX_BODY_BYTES = 65_536;
 const TARGETS = new Set(['all', 'user', 'room']);
 
 /**
- * One request handler for the page, POST /broadcast, GET /health, GET /stats and GET /metrics.
- * Unknown paths go to `next` when given (express), else 404.
- * @param {{ title: string, transport: 'ws' | 'socket.io', wsPath?: string, manager: Manager, broadcaster: Broadcaster, metrics: import('./metrics.mjs').AppMetrics }} app
+ * @bcast/client as the browser loads it: the package's built ES modules (dist/*.js, with their
+ * source maps), served under `prefix` as they are. No bundler: the page imports
+ * `/bcast-client/index.js`, which imports its siblings by relative path.
+ * @param {string} prefix
+ */
+function clientModules(prefix) {
+  const dist = new URL('./', import.meta.resolve('@bcast/client'));
+  /** @type {string[]} */
+  let files;
+  try {
+    files = readdirSync(dist).filter((name) => name.endsWith('.js') || name.endsWith('.js.map'));
+  } catch {
+    files = [];
+  }
+  if (!files.includes('index.js')) throw new Error('@bcast/client is not built: run `npx -y pnpm@12.4.2 build` first');
+  return Object.fromEntries(
+    files.map((name) => [`${prefix}${name}`, { type: name.endsWith('.map') ? 'application/json; charset=utf-8' : JS, body: readFileSync(new URL(name, dist)) }]),
+  );
+}
+
+/**
+ * One request handler for the page and its scripts, POST /broadcast, GET /dashboard.json,
+ * /health, /stats and /metrics. Unknown paths go to `next` when given (express), else 404.
+ * @param {{ title: string, transport: 'ws' | 'socket.io', wsPath?: string, broadcaster: Broadcaster, dashboard: Dashboard, metrics: import('./metrics.mjs').AppMetrics }} app
  * @returns {(req: import('node:http').IncomingMessage & { body?: unknown }, res: import('node:http').ServerResponse, next?: () => void) => void}
  */
 export function createHttpHandler(app) {
@@ -194,15 +256,14 @@ export function createHttpHandler(app) {
     const method = req.method ?? 'GET';
     const get = method === 'GET' || method === 'HEAD';
     if (get && (path === '/' || path === '/index.html')) return send(res, 200, 'text/html; charset=utf-8', page, PAGE_HEADERS);
-    if (get && path in ASSETS) {
-      const asset = ASSETS[/** @type {keyof typeof ASSETS} */ (path)];
-      return send(res, 200, asset.type, asset.body, { 'cache-control': 'no-cache' });
-    }
+    const asset = get ? ASSETS[path] : undefined;
+    if (asset) return send(res, 200, asset.type, asset.body, { 'cache-control': 'no-cache' });
+    if (get && path === '/dashboard.json') return json(res, 200, app.dashboard.snapshot());
     if (get && path === '/health') {
-      const health = app.manager.getHealthStatus();
+      const health = app.broadcaster.getHealthStatus();
       return json(res, health.status === 'unhealthy' ? 503 : 200, health);
     }
-    if (get && path === '/stats') return json(res, 200, app.manager.getStats());
+    if (get && path === '/stats') return json(res, 200, app.broadcaster.getStats());
     if (get && path === '/metrics') return app.metrics.prometheus.getMetricsRequestHandler(req, res);
     if (path === '/broadcast') {
       if (method !== 'POST') return json(res, 405, problem('METHOD_NOT_ALLOWED', 'use POST'), { allow: 'POST' });
@@ -218,14 +279,14 @@ export function createHttpHandler(app) {
 }
 
 /**
- * POST /broadcast `{ target: "all" | "user" | "room", userId?, room?, message }` through the
- * compat BroadcastManager; answers `{ target, result }` with the manager's result (a
- * BroadcastResult, or a boolean for `user`), or 400 with `{ error: { code, message } }`.
- * @param {{ manager: Manager, broadcaster: Broadcaster }} app
+ * POST /broadcast `{ target: "all" | "user" | "room", userId?, room?, message }` with the
+ * Broadcaster's toAll / toUser / toRoom; answers `{ target, result }` with its BroadcastResult
+ * (recorded on the dashboard with the trace it ran in), or 400 with `{ error: { code, message } }`.
+ * @param {{ broadcaster: Broadcaster, dashboard: Dashboard }} app
  * @param {import('node:http').IncomingMessage & { body?: unknown }} req
  * @returns {Promise<{ status: number, body: unknown, headers?: Record<string, string> }>}
  */
-async function broadcastRoute({ manager, broadcaster }, req) {
+async function broadcastRoute({ broadcaster, dashboard }, req) {
   let body;
   try {
     body = req.body !== undefined ? req.body : await readJson(req);
@@ -238,14 +299,27 @@ async function broadcastRoute({ manager, broadcaster }, req) {
   const target = b.target;
   if (typeof target !== 'string' || !TARGETS.has(target)) return { status: 400, body: problem('BAD_REQUEST', 'target must be "all", "user" or "room"') };
   if (!('message' in b) || b.message === undefined || b.message === null) return { status: 400, body: problem('BAD_REQUEST', 'message is required') };
+  if (target === 'user' && typeof b.userId !== 'string') return { status: 400, body: problem('BAD_REQUEST', 'userId (a string) is required for target "user"') };
+  if (target === 'room' && typeof b.room !== 'string') return { status: 400, body: problem('BAD_REQUEST', 'room (a string) is required for target "room"') };
   try {
-    if (target === 'all') return { status: 200, body: { target, result: await manager.broadcastToAll(b.message) } };
-    if (target === 'user') {
-      if (typeof b.userId !== 'string') return { status: 400, body: problem('BAD_REQUEST', 'userId (a string) is required for target "user"') };
-      return { status: 200, body: { target, userId: b.userId, result: await manager.broadcastToUser(b.userId, b.message) } };
-    }
-    if (typeof b.room !== 'string') return { status: 400, body: problem('BAD_REQUEST', 'room (a string) is required for target "room"') };
-    return { status: 200, body: { target, room: b.room, result: await manager.broadcastToRoom(b.room, b.message) } };
+    // Under the HTTP server span when the SDK is loaded: bcast.broadcast is its child, one trace.
+    return await inSpan('POST /broadcast', async (span) => {
+      if (target === 'all') {
+        const result = await broadcaster.toAll(b.message);
+        dashboard.record(result, span);
+        return { status: 200, body: { target, result } };
+      }
+      if (target === 'user') {
+        const userId = /** @type {string} */ (b.userId);
+        const result = await broadcaster.toUser(userId, b.message);
+        dashboard.record(result, span);
+        return { status: 200, body: { target, userId, result } };
+      }
+      const room = /** @type {string} */ (b.room);
+      const result = await broadcaster.toRoom(room, b.message);
+      dashboard.record(result, span);
+      return { status: 200, body: { target, room, result } };
+    });
   } catch (error) {
     if (isBcastError(error, ErrorCode.Shutdown)) return { status: 503, body: problem(error.code, error.message) };
     if (isBcastError(error) && callerErrors.classify(error) === 'caller') return { status: 400, body: problem(error.code, error.message) };
@@ -339,11 +413,21 @@ export async function listen(server, port, host) {
   return `http://${shown}:${address.port}`;
 }
 
-/** Stops accepting, ends idle keep-alive connections, resolves when the server is closed. */
-export function closeServer(/** @type {import('node:http').Server} */ server) {
+/**
+ * Stops accepting, ends idle keep-alive connections, resolves when the server is closed. A request
+ * still running after `graceMs` has its connection closed.
+ * @param {import('node:http').Server} server
+ * @param {{ graceMs?: number }} [options]
+ */
+export function closeServer(server, { graceMs = 250 } = {}) {
   return new Promise((resolve) => {
     if (!server.listening) return resolve(undefined);
-    server.close(() => resolve(undefined));
+    const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+    timer.unref();
+    server.close(() => {
+      clearTimeout(timer);
+      resolve(undefined);
+    });
     server.closeIdleConnections();
   });
 }
@@ -356,8 +440,12 @@ export function closeServer(/** @type {import('node:http').Server} */ server) {
  * @property {Pick<Console, 'warn' | 'error'>} [logger] (default console)
  * @property {string} [redisUrl] a Redis backplane shared with other app processes (default: none, in memory)
  * @property {string} [redisChannel] its pub/sub channel (default "bcast")
+ * @property {string} [traceUrl] link template of the dashboard's trace link, `{traceId}` replaced (default $BCAST_TRACE_URL)
  */
-/** @typedef {{ url: string, broadcaster: Broadcaster, manager: Manager, close: () => Promise<void> }} RunningApp */
+/** @typedef {{ url: string, broadcaster: Broadcaster, close: () => Promise<void> }} RunningApp */
+
+/** Longest time an app process takes to stop on SIGINT / SIGTERM before it exits anyway (with 1). */
+const STOP_BUDGET_MS = 1_700;
 
 /**
  * When `moduleUrl` is the script node was started with: start the app on $PORT (or `defaultPort`)
@@ -378,15 +466,26 @@ export function runIfMain(moduleUrl, start, info) {
       console.log(`${info.name} listening on ${app.url}${redisUrl ? ` (Redis backplane ${redisUrl})` : ''}`);
       process.send?.({ type: 'listening', name: info.name, url: app.url });
       let stopping = false;
+      // Ctrl-C: the sockets get 1001 and half a second to close, the HTTP server a quarter, the
+      // SDK half a second to flush (it gives up quietly when no collector answers): about a second.
       const stop = () => {
         if (stopping) return;
         stopping = true;
-        const timer = setTimeout(() => process.exit(1), 5_000);
+        const timer = setTimeout(() => {
+          console.error(`${info.name} did not stop within ${STOP_BUDGET_MS} ms; exiting`);
+          process.exit(1);
+        }, STOP_BUDGET_MS);
         timer.unref();
         app
           .close()
           .then(() => shutdownGlobalTelemetry())
-          .finally(() => process.exit(0));
+          .then(
+            () => process.exit(0),
+            (error) => {
+              console.error(`${info.name} did not stop cleanly:`, error instanceof Error ? error.message : error);
+              process.exit(1);
+            },
+          );
       };
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);

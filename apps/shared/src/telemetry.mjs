@@ -22,11 +22,14 @@ import { METRIC_VIEWS, prometheusReader, useGlobalTelemetry } from './metrics.mj
 
 /** @typedef {{ serviceName: string, shutdown: () => Promise<void> }} Telemetry */
 
+/** Longest time the SDK's shutdown may take to flush spans and metrics. */
+const SHUTDOWN_FLUSH_MS = 500;
+
 /** @type {Telemetry | undefined} */
 let active;
 
-/** Paths whose requests make no HTTP spans: socket.io long-polling, scrapes and health probes. */
-const UNTRACED = [/^\/socket\.io\//, /^\/metrics(?:\?|$)/, /^\/health(?:\?|$)/, /^\/favicon\.ico/];
+/** Paths whose requests make no HTTP spans: socket.io long-polling, scrapes, health probes and the page's dashboard polls. */
+const UNTRACED = [/^\/socket\.io\//, /^\/metrics(?:\?|$)/, /^\/health(?:\?|$)/, /^\/dashboard\.json(?:\?|$)/, /^\/favicon\.ico/];
 
 /**
  * Starts the SDK once per process and registers it globally (tracer provider, meter provider,
@@ -51,17 +54,18 @@ export async function startTelemetry({ serviceName }) {
   const resource = defaultResource().merge(resourceFromAttributes({ [ATTR_SERVICE_NAME]: name }));
   const endpoint = process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || `${(process.env.OTEL_EXPORTER_OTLP_ENDPOINT || 'http://localhost:4318').replace(/\/$/, '')}/v1/traces`;
 
-  const tracerProvider = new NodeTracerProvider({
-    resource,
-    spanProcessors: [new BatchSpanProcessor(new ReportOnce(new OTLPTraceExporter(), `traces to ${endpoint}`, logger))],
-  });
+  const spanExporter = new ReportOnce(new OTLPTraceExporter(), `traces to ${endpoint}`, logger);
+  const tracerProvider = new NodeTracerProvider({ resource, spanProcessors: [new BatchSpanProcessor(spanExporter)] });
   tracerProvider.register();
 
   const prometheus = prometheusReader();
   /** @type {import('@opentelemetry/sdk-metrics').IMetricReader[]} */
   const readers = [prometheus];
+  const reporters = [spanExporter];
   if ((process.env.OTEL_METRICS_EXPORTER ?? '').split(',').includes('otlp')) {
-    readers.push(new PeriodicExportingMetricReader({ exporter: new ReportOnce(new OTLPMetricExporter(), 'metrics over OTLP', logger) }));
+    const metricExporter = new ReportOnce(new OTLPMetricExporter(), 'metrics over OTLP', logger);
+    reporters.push(metricExporter);
+    readers.push(new PeriodicExportingMetricReader({ exporter: metricExporter }));
   }
   const meterProvider = new MeterProvider({ resource, readers, views: METRIC_VIEWS });
   metrics.setGlobalMeterProvider(meterProvider);
@@ -78,8 +82,19 @@ export async function startTelemetry({ serviceName }) {
     ],
   });
   await waitForAllMessagesAcknowledged();
+  // On the way out (Ctrl-C) the SDK flushes what it holds, for SHUTDOWN_FLUSH_MS at most. Without
+  // a collector the OTLP exporter would retry a refused connection for up to 10 s: it gives up
+  // then, quietly (the spans are dropped; nobody was listening for them).
   const shutdown = async () => {
-    await Promise.allSettled([tracerProvider.shutdown(), meterProvider.shutdown()]);
+    for (const reporter of reporters) reporter.stopping = true;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    let timer;
+    const deadline = new Promise((resolve) => {
+      timer = setTimeout(resolve, SHUTDOWN_FLUSH_MS);
+      timer.unref();
+    });
+    await Promise.race([Promise.allSettled([tracerProvider.shutdown(), meterProvider.shutdown()]), deadline]);
+    clearTimeout(timer);
   };
   useGlobalTelemetry(prometheus, shutdown);
 
@@ -94,10 +109,14 @@ export function activeTelemetry() {
 
 /**
  * An exporter wrapper that says once that export failed (and once that it recovered), instead of
- * one line per batch while no collector is running. Wraps a SpanExporter or a PushMetricExporter.
+ * one line per batch while no collector is running; and nothing once the app is stopping (then a
+ * batch that cannot be sent is given up at once when export was already failing). Wraps a
+ * SpanExporter or a PushMetricExporter.
  */
 class ReportOnce {
   #failing = false;
+  /** Set by shutdown: no more reports. */
+  stopping = false;
 
   /**
    * @param {any} exporter a SpanExporter or PushMetricExporter
@@ -121,7 +140,9 @@ class ReportOnce {
    * @param {(result: import('@opentelemetry/core').ExportResult) => void} done
    */
   export(items, done) {
+    if (this.stopping && this.#failing) return done({ code: 1, error: new Error('not exported: the app is stopping and the collector is unreachable') });
     this.exporter.export(items, (/** @type {import('@opentelemetry/core').ExportResult} */ result) => {
+      if (this.stopping) return done(result);
       if (result.code !== 0 && !this.#failing) {
         this.#failing = true;
         const reason = result.error?.message || 'unknown error';
