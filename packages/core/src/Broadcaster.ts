@@ -41,7 +41,7 @@ export class Broadcaster {
   constructor(options: BroadcasterOptions = {}) {
     const p = (this.#p = assemble(options, {
       announce: (event, except) => {
-        if (!this.#disposed) this.toRoom(event.room, event, { except: [except] }).catch((error: unknown) => p.options.log('warn', 'presence event failed', error));
+        if (!this.#disposed) this.toRoom(event.room, event, { except: [except], ephemeral: true }).catch((error: unknown) => p.options.log('warn', 'presence event failed', error));
       },
       isDisposed: () => this.#disposed,
     }));

@@ -184,4 +184,6 @@ export interface SendOptions {
   volatile?: boolean;
   /** Do not propagate to other nodes. @default false */
   localOnly?: boolean;
+  /** In a room with history: not recorded, sent as it is (no position), like a typing indicator. @default false */
+  ephemeral?: boolean;
 }

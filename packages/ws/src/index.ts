@@ -87,7 +87,8 @@ function onError(this: WebSocket, error: Error): void {
 function onClose(this: WebSocket, code: number, reason: Buffer): void {
   const handle = handles.get(this);
   handles.delete(this);
-  handle?.closed(serverCodes.get(this) ?? code, reason.toString());
+  const serverCode = serverCodes.get(this);
+  handle?.closed(serverCode ?? code, reason.toString(), serverCode !== undefined);
 }
 
 /**

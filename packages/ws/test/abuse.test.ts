@@ -127,6 +127,7 @@ describe('protocol abuse (recommendedServerOptions)', () => {
     expect(harness.broadcaster.connections.size).toBe(1);
     // onDisconnect (and the disconnect metric) hear the code the server closed with, not 1006
     expect(disconnects).toEqual([code]);
+    expect(harness.broadcaster.getStats().monitor.disconnects).toEqual({ [`${code}:protocol_error`]: 1 });
     const result = await harness.broadcaster.toAll({ after: 'abuse' });
     expect(result).toMatchObject({ recipients: 1, delivered: 1 });
     expect(await good.waitFor(1)).toEqual(['{"after":"abuse"}']);

@@ -12,6 +12,13 @@ afterEach(() => {
 describe('createVerifier', () => {
   const origins = { allowedOrigins: ['https://app.example'] };
 
+  it('refuses credentials that have already expired with 401', async () => {
+    const verify = createVerifier({ authenticate: () => ({ userId: 'alice', expiresAt: Date.now() - 1 }) });
+    expect(await verify({}, undefined)).toEqual({ refusal: { reason: 'unauthorized', status: 401 } });
+    const fresh = createVerifier({ authenticate: () => ({ userId: 'alice', expiresAt: Date.now() + 60_000 }) });
+    expect((await fresh({}, undefined)).identity?.userId).toBe('alice');
+  });
+
   it('refuses a foreign origin with 403 before asking authenticate', async () => {
     const authenticate = vi.fn(() => 'alice');
     const verify = createVerifier({ ...origins, authenticate });

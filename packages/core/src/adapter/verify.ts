@@ -72,6 +72,7 @@ export function createVerifier<R>(options: AdapterOptions<R>, closing: () => boo
       return { refusal: isBcastError(error, ErrorCode.Timeout) ? refusals.timeout : refusals.unauthorized };
     }
     if (disposed || closing()) return { refusal: refusals.closing };
+    if (identity?.expiresAt !== undefined && identity.expiresAt <= Date.now()) return { refusal: refusals.unauthorized }; // expired already
     return identity ? { identity } : { refusal: refusals.unauthorized };
   };
   return Object.assign(verify, { dispose: () => void (disposed = true) });

@@ -34,7 +34,7 @@ export interface BroadcastLimits extends IdLimits {
 }
 
 /** Why bcast removed a connection, as counted in `bcast.disconnects`. */
-export type RemovalReason = 'connection_lost' | 'slow_consumer' | 'no_pong' | 'policy_violation' | 'shutdown' | 'auth_expired' | 'revoked';
+export type RemovalReason = 'connection_lost' | 'slow_consumer' | 'no_pong' | 'policy_violation' | 'shutdown' | 'auth_expired' | 'revoked' | 'protocol_error';
 
 /** A connection the fan-out found dead or too slow: the owner of the registries closes and unregisters it. */
 export interface Removal {
@@ -134,15 +134,20 @@ export class BroadcastExecutor implements ExecutionInterface<BroadcastJob, FanOu
         details: { bytes: job.encoded.byteLength, maxBytes: limits.maxMessageBytes },
       });
     }
-    if (job.origin === 'local' && req.operation === 'room' && this.#deps.history?.has(req.room as string)) dataOf(job.encoded);
+    if (job.origin === 'local' && req.operation === 'room' && req.ephemeral !== true && this.#deps.history?.has(req.room as string)) dataOf(job.encoded);
   }
 
   /** A broadcast to a room with history is recorded first: every recipient, here and on other nodes, gets its position. */
   prepare(job: BroadcastJob): Promise<void> | undefined {
     const history = this.#deps.history;
     const room = job.request.room;
-    if (history === undefined || job.origin !== 'local' || job.request.operation !== 'room' || !history.has(room as string)) return undefined;
-    return history.record(room as string, job.encoded as EncodedMessage).then((publication) => void (job.publication = publication));
+    if (history === undefined || job.origin !== 'local' || job.request.operation !== 'room' || job.request.ephemeral === true || !history.has(room as string)) return undefined;
+    const recorded = history.record(room as string, job.encoded as EncodedMessage);
+    if (!(recorded instanceof Promise)) {
+      job.publication = recorded;
+      return undefined;
+    }
+    return recorded.then((publication) => void (job.publication = publication));
   }
 
   executeCoreLogic(job: BroadcastJob): FanOut {

@@ -22,6 +22,8 @@ export interface BroadcastContext {
   readonly volatile?: boolean;
   /** Deliver on this node only; do not publish to the backplane. */
   readonly localOnly?: boolean;
+  /** In a room with history: not recorded, sent as it is (no position), like a typing indicator. @default false */
+  readonly ephemeral?: boolean;
   /** Close reason for connections found dead during this broadcast. @default "Connection lost during broadcast" */
   readonly deadConnectionReason?: string;
 }

@@ -36,7 +36,11 @@ export interface HistoryStore {
   append(room: string, data: string, limits: HistoryLimits): StreamPosition | Promise<StreamPosition>;
   /** Every message after `since`, or `recovered: false` when the history no longer covers the gap (trimmed, expired, other epoch). */
   since(room: string, since: StreamPosition, limits: HistoryLimits): HistoryRead | Promise<HistoryRead>;
-  /** The room's current position; undefined when it has no history. */
+  /**
+   * The room's current position, `{ offset: 0, epoch }` for a room with no message yet (its epoch is
+   * fixed then, so a client that joined an empty room can recover what came after). Undefined only
+   * when the store cannot tell.
+   */
   position(room: string): StreamPosition | undefined | Promise<StreamPosition | undefined>;
 }
 
@@ -66,14 +70,7 @@ export class MemoryHistory implements HistoryStore {
   }
 
   append(room: string, data: string, limits: HistoryLimits): StreamPosition {
-    let stream = this.#rooms.get(room);
-    if (stream === undefined) {
-      stream = { epoch: newEpoch(), next: 1, records: [] };
-      if (this.#rooms.size >= this.#maxRooms) this.#rooms.delete(this.#rooms.keys().next().value as string);
-    } else {
-      this.#rooms.delete(room); // re-inserted below: most recently written last
-    }
-    this.#rooms.set(room, stream);
+    const stream = this.#open(room);
     const now = Date.now();
     const offset = stream.next++;
     stream.records.push({ offset, data, at: now });
@@ -93,9 +90,22 @@ export class MemoryHistory implements HistoryStore {
     return { recovered: true, position, records };
   }
 
-  position(room: string): StreamPosition | undefined {
-    const stream = this.#rooms.get(room);
-    return stream === undefined ? undefined : { offset: stream.next - 1, epoch: stream.epoch };
+  position(room: string): StreamPosition {
+    const stream = this.#open(room);
+    return { offset: stream.next - 1, epoch: stream.epoch };
+  }
+
+  /** The room's stream, created when missing, and marked most recently used. */
+  #open(room: string): RoomStream {
+    let stream = this.#rooms.get(room);
+    if (stream === undefined) {
+      stream = { epoch: newEpoch(), next: 1, records: [] };
+      if (this.#rooms.size >= this.#maxRooms) this.#rooms.delete(this.#rooms.keys().next().value as string);
+    } else {
+      this.#rooms.delete(room); // re-inserted below: most recently used last
+    }
+    this.#rooms.set(room, stream);
+    return stream;
   }
 }
 

@@ -80,19 +80,30 @@ export class RoomHistory {
     return { ...this.#stats };
   }
 
-  /** Records a message in the room's history and returns the publication every recipient gets. */
-  async record(room: string, message: EncodedMessage): Promise<Publication> {
+  /**
+   * Records a message in the room's history and returns the publication every recipient gets: at
+   * once when the store answers synchronously (in memory), so the broadcast keeps its place among
+   * the others; with a promise when it answers later (Redis).
+   */
+  record(room: string, message: EncodedMessage): Publication | Promise<Publication> {
     const data = dataOf(message);
-    let position: StreamPosition | undefined;
-    try {
-      position = await this.#store.append(room, data, this.#limits);
-      this.#stats.appended += 1;
-    } catch (error) {
+    const failed = (error: unknown): Publication => {
       // Live delivery goes on without a position; the store changes its epoch once it is back.
       this.#stats.appendErrors += 1;
       this.#log('warn', `history: could not record a message of ${JSON.stringify(room)}`, error);
+      return new Publication(room, undefined, data, message);
+    };
+    const recorded = (position: StreamPosition): Publication => {
+      this.#stats.appended += 1;
+      return new Publication(room, position, data, message);
+    };
+    let appended: StreamPosition | Promise<StreamPosition>;
+    try {
+      appended = this.#store.append(room, data, this.#limits);
+    } catch (error) {
+      return failed(error);
     }
-    return new Publication(room, position, data, message);
+    return appended instanceof Promise ? appended.then(recorded, failed) : recorded(appended);
   }
 
   /** What a client that last saw `since` missed, as publications; `recovered: false` when that cannot be told. */

@@ -65,7 +65,7 @@ describe('MemoryHistory', () => {
     h.append('b', '1', limits);
     h.append('c', '1', limits);
     expect(h.size).toBe(2);
-    expect(h.position('a')).toBeUndefined();
+    expect(h.since('a', p, limits).recovered).toBe(false); // forgotten: the least recently written
     for (let i = 0; i < 100_000; i += 1) h.append(`room-${i}`, '1', limits);
     expect(h.size).toBe(2);
   });
@@ -85,6 +85,36 @@ describe('rooms with history', () => {
     expect(p1).toEqual({ type: 'bcast.pub', room: 'chat:1', offset: 1, epoch: expect.any(String), data: { type: 'chat', text: 'hi' } });
     expect(p2).toEqual({ type: 'bcast.pub', room: 'chat:1', offset: 2, epoch: p1?.epoch, data: 'text' });
     expect(a.c.messages.at(-1)).toEqual({ type: 'chat', text: 'plain' });
+  });
+
+  it('a join of a room with no message yet fixes its position at offset 0, so what comes next can be recovered', async () => {
+    const { b, client } = node();
+    const a = client();
+    await a.say({ type: 'join', room: 'chat:new', requestId: 1 });
+    const ok = a.c.messages.at(-1) as { position: StreamPosition };
+    expect(ok).toEqual({ type: 'ok', op: 'join', room: 'chat:new', requestId: 1, position: { offset: 0, epoch: expect.any(String) } });
+    await b.toRoom('chat:new', { n: 1 });
+    const back = client();
+    await back.say({ type: 'join', room: 'chat:new', requestId: 2, since: ok.position });
+    expect(pubs(back.c).map((p) => p.data)).toEqual([{ n: 1 }]);
+    expect(back.c.messages.at(-1)).toMatchObject({ type: 'ok', recovered: true });
+  });
+
+  it('an ephemeral message (and a presence event) is not recorded and goes out as it is', async () => {
+    const { b, client } = node({ presence: { events: true } });
+    const a = client();
+    await a.say({ type: 'join', room: 'chat:1' });
+    await b.toRoom('chat:1', { typing: true }, { ephemeral: true });
+    await b.toRoom('chat:1', { n: 1 });
+    const other = new FakeConnection('other', 'bob');
+    b.register(other);
+    b.join('other', 'chat:1');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(a.c.messages.slice(1)).toEqual([
+      { typing: true },
+      { type: 'bcast.pub', room: 'chat:1', offset: 1, epoch: expect.any(String), data: { n: 1 } },
+      { type: 'bcast.presence', room: 'chat:1', event: 'join', userId: 'bob' },
+    ]);
   });
 
   it('refuses a binary message to a room with history before anything is sent', async () => {
@@ -139,6 +169,31 @@ describe('rooms with history', () => {
     await b.toRoom('chat:1', { n: 4 });
     expect(pubs(back.c).map((p) => p.data)).toEqual([{ n: 2 }, { n: 3 }, { n: 4 }]);
     expect(pubs(back.c).map((p) => p.offset)).toEqual([2, 3, 4]);
+  });
+
+  it('a plain join is told a position, and gets every message after it once (a store that answers late)', async () => {
+    const memory = new MemoryHistory();
+    const late: HistoryStore = {
+      // written at once, answered a little later: like a networked store
+      append: (room, data, limits) => {
+        const position = memory.append(room, data, limits);
+        return new Promise((resolve) => setTimeout(() => resolve(position), 5));
+      },
+      since: (room, since, limits) => memory.since(room, since, limits),
+      position: (room) => new Promise((resolve) => setTimeout(() => resolve(memory.position(room)), 1)),
+    };
+    const { b, client } = node({ history: { rooms: 'chat:*', store: late } });
+    const first = b.toRoom('chat:1', { n: 1 }); // recorded, not yet sent
+    const a = client();
+    await a.say({ type: 'join', room: 'chat:1', requestId: 1 });
+    await first;
+    await b.toRoom('chat:1', { n: 2 });
+    const [ok, ...rest] = a.c.messages as [{ position: StreamPosition }, ...Pub[]];
+    expect(ok).toEqual({ type: 'ok', op: 'join', room: 'chat:1', requestId: 1, position: { offset: 1, epoch: expect.any(String) } });
+    // Everything after the position arrives once, in order; a message recorded before the join may
+    // still arrive (offset <= position): a client skips it (docs/PROTOCOL.md).
+    expect(rest.filter((p) => (p.offset as number) > ok.position.offset).map((p) => p.data)).toEqual([{ n: 2 }]);
+    expect(new Set(rest.map((p) => p.offset)).size).toBe(rest.length);
   });
 
   it('says recovered: false when the gap is not covered, or the store is down, and the join still works', async () => {

@@ -25,8 +25,11 @@ export interface ConnectionHandle {
   message(data: string | Buffer, isBinary?: boolean): Promise<void>;
   /** A transport-level pong (or any sign of life). */
   pong(): void;
-  /** The socket closed (for any reason). Idempotent. */
-  closed(code?: number, reason?: string): void;
+  /**
+   * The socket closed (for any reason). Idempotent. `protocolError`: the server closed it for a
+   * client's protocol error (1002, 1007, 1009...): counted in `bcast.disconnects`.
+   */
+  closed(code?: number, reason?: string, protocolError?: boolean): void;
 }
 
 export interface LifecycleDeps {
@@ -93,7 +96,8 @@ export class ConnectionLifecycle implements InboundHost {
   }
 
   /** The transport reports that a connection's socket closed. */
-  reportClosed(entry: ConnectionEntry, code: number, reason: string): void {
+  reportClosed(entry: ConnectionEntry, code: number, reason: string, protocolError = false): void {
+    if (protocolError && this.#d.connections.get(entry.id) === entry) this.#d.monitor.recordDisconnect(code, 'protocol_error');
     const waiter = this.#draining?.get(entry);
     if (waiter) {
       this.#draining?.delete(entry);
@@ -282,24 +286,19 @@ export class ConnectionLifecycle implements InboundHost {
       this.#d.rooms.join(entry.id, room);
       return this.reply(entry, { type: 'ok', op: 'join', room, ...id });
     }
-    if (since === undefined) {
-      this.#d.rooms.join(entry.id, room);
-      const position = await history.position(room);
-      return this.reply(entry, { type: 'ok', op: 'join', room, ...id, ...(position ? { position } : {}) });
-    }
+    // Broadcasts are held from the join until the answer: the client gets every message after the
+    // position it is told, once, and none before it (those are history it did not ask for, or sent).
     const held: EncodedMessage[] = (entry.recovering ??= []);
     this.#d.rooms.join(entry.id, room);
-    const r = await history.recover(room, since);
-    let last = since.offset;
-    for (const message of r.messages) {
-      this.#write(entry, message);
-      last = message.position?.offset ?? last;
-    }
-    this.reply(entry, { type: 'ok', op: 'join', room, ...id, recovered: r.recovered, ...(r.position ? { position: r.position } : {}) });
+    const r = since === undefined ? { recovered: undefined, position: await history.position(room), messages: [] } : await history.recover(room, since);
+    for (const message of r.messages) this.#write(entry, message);
+    const recovered = r.recovered === undefined ? {} : { recovered: r.recovered };
+    this.reply(entry, { type: 'ok', op: 'join', room, ...id, ...recovered, ...(r.position ? { position: r.position } : {}) });
     if (entry.recovering === held) entry.recovering = undefined;
+    const top = r.recovered === false ? undefined : r.position;
     for (const message of held) {
-      const seen = r.recovered && message instanceof Publication && message.room === room && message.position?.epoch === r.position?.epoch && (message.position?.offset ?? Infinity) <= last;
-      if (!seen) this.#write(entry, message);
+      const covered = top !== undefined && message instanceof Publication && message.room === room && message.position?.epoch === top.epoch && message.position.offset <= top.offset;
+      if (!covered) this.#write(entry, message);
     }
   }
 
@@ -430,7 +429,7 @@ class Handle implements ConnectionHandle {
     this.entry.awaitingPong = false;
   }
 
-  closed(code: number = CloseCode.GoingAway, reason = ''): void {
-    this.lifecycle.reportClosed(this.entry, code, reason);
+  closed(code: number = CloseCode.GoingAway, reason = '', protocolError = false): void {
+    this.lifecycle.reportClosed(this.entry, code, reason, protocolError);
   }
 }
