@@ -42,6 +42,8 @@ export class BcastClient {
   readonly #listeners: Listeners = { open: new Set(), message: new Set(), close: new Set(), reconnecting: new Set(), error: new Set(), recovery: new Set(), presence: new Set() };
   readonly #rooms = new Set<string>();
   readonly #positions = new Map<string, Position>();
+  /** Offsets received above a room's position (publications of several nodes may arrive out of order). */
+  readonly #ahead = new Map<string, Set<number>>();
   readonly #pending = new Map<string, Pending>();
   /** join() calls made while not open, settled by the join sent at the next open. */
   readonly #waiters = new Map<string, Set<Pending>>();
@@ -248,11 +250,7 @@ export class BcastClient {
       case 'bcast.pub': {
         const offset = typeof m.offset === 'number' ? m.offset : undefined;
         const epoch = typeof m.epoch === 'string' ? m.epoch : undefined;
-        if (room !== undefined && offset !== undefined && epoch !== undefined) {
-          const last = this.#positions.get(room);
-          if (last && last.epoch === epoch && offset <= last.offset) return; // already delivered
-          this.#track(room, { offset, epoch });
-        }
+        if (room !== undefined && offset !== undefined && epoch !== undefined && !this.#accept(room, offset, epoch)) return; // already delivered
         return this.#emit('message', m.data, { ...(room === undefined ? {} : { room }), ...(offset === undefined ? {} : { offset }), ...(epoch === undefined ? {} : { epoch }) });
       }
       case 'bcast.presence':
@@ -293,15 +291,47 @@ export class BcastClient {
     return pending;
   }
 
+  /**
+   * Whether a publication is new. A room's position is the highest offset up to which every
+   * message arrived (what a rejoin asks from); offsets above it that arrived out of order are kept
+   * aside, so nothing is delivered twice and a rejoin still asks for the missing ones.
+   */
+  #accept(room: string, offset: number, epoch: string): boolean {
+    const last = this.#positions.get(room);
+    if (!this.#rooms.has(room)) return true;
+    if (!last || last.epoch !== epoch) {
+      this.#ahead.delete(room);
+      this.#positions.set(room, { offset, epoch });
+      return true;
+    }
+    const ahead = this.#ahead.get(room) ?? new Set<number>();
+    if (offset <= last.offset || ahead.has(offset)) return false;
+    if (offset !== last.offset + 1) {
+      ahead.add(offset);
+      this.#ahead.set(room, ahead);
+      return true;
+    }
+    let top = offset;
+    while (ahead.delete(top + 1)) top += 1;
+    if (ahead.size === 0) this.#ahead.delete(room);
+    this.#positions.set(room, { offset: top, epoch });
+    return true;
+  }
+
   /** Positions are kept for the rooms the client joined (what it rejoins), never moving back within an epoch. */
   #track(room: string, { offset, epoch }: Position): void {
     const last = this.#positions.get(room);
-    if (this.#rooms.has(room) && (!last || last.epoch !== epoch || offset > last.offset)) this.#positions.set(room, { offset, epoch });
+    if (!this.#rooms.has(room) || (last && last.epoch === epoch && offset <= last.offset)) return;
+    if (last?.epoch !== epoch) this.#ahead.delete(room);
+    this.#positions.set(room, { offset, epoch });
+    const ahead = this.#ahead.get(room);
+    if (ahead) for (const o of ahead) if (o <= offset) ahead.delete(o);
   }
 
   #forget(room: string): void {
     this.#rooms.delete(room);
     this.#positions.delete(room);
+    this.#ahead.delete(room);
   }
 
   #takeWaiters(room: string): Set<Pending> | undefined {

@@ -57,6 +57,27 @@ describe('recovery (fake server with history)', () => {
     expect(client.positions).toEqual({ r: { offset: 45, epoch: 'e-abc' } });
   });
 
+  it('publications of several nodes arriving out of order: each delivered once, and a rejoin asks from the last contiguous offset', async () => {
+    const { fake, client } = await setup();
+    const got = collect(client);
+    const joined = client.join('r');
+    const join = await fake.nextFrame((f) => f.type === 'join');
+    fake.send({ type: 'ok', op: 'join', room: 'r', requestId: join.requestId, position: { offset: 10, epoch: 'e-abc' } });
+    await joined;
+    for (const n of [11, 13, 12, 13, 15]) fake.send(pub(n, { n }));
+    await got.waitFor(4);
+    expect(got.messages.map(([, m]) => m.offset)).toEqual([11, 13, 12, 15]);
+    expect(client.positions).toEqual({ r: { offset: 13, epoch: 'e-abc' } }); // 14 never came
+    fake.socket().terminate();
+    const rejoin = await fake.nextFrame((f) => f.type === 'join');
+    expect(rejoin.since).toEqual({ offset: 13, epoch: 'e-abc' });
+    for (const n of [14, 15]) fake.send(pub(n, { n }));
+    fake.send({ type: 'ok', op: 'join', room: 'r', requestId: rejoin.requestId, position: { offset: 15, epoch: 'e-abc' }, recovered: true });
+    await got.waitFor(5);
+    expect(got.messages.map(([, m]) => m.offset)).toEqual([11, 13, 12, 15, 14]);
+    expect(client.positions).toEqual({ r: { offset: 15, epoch: 'e-abc' } });
+  });
+
   it('surfaces recovered: false as a recovery event and continues from the new position (new epoch)', async () => {
     const { fake, client } = await setup();
     const got = collect(client);
