@@ -4,3 +4,8 @@ export type { ProbeStats } from './LivenessProbe.js';
 export type { LatencySnapshot } from './LatencyWindow.js';
 export type { ClientKind, IoRedisClient, NodeRedisClient, RedisClientLike } from './clients.js';
 export { decodeMessage, encodeEnvelope, encodeProbe, type DropReason, type Inbound } from './wire.js';
+export { createRedisHistory } from './RedisHistory.js';
+export type { RedisHistory, RedisHistoryOptions, RedisHistoryStats } from './RedisHistory.js';
+export { createRedisPresence } from './RedisPresence.js';
+export type { RedisPresence, RedisPresenceOptions, RedisPresenceStats } from './RedisPresence.js';
+export type { RedisStoreConnectionOptions, StoreConnectionStats } from './StoreConnection.js';
