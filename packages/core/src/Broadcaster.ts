@@ -238,6 +238,7 @@ export class Broadcaster {
   async #release(closeBackplane: boolean | undefined): Promise<void> {
     try {
       await this.#p.presence.close();
+      await this.#p.history?.close();
       await this.#p.bridge.stop();
       if (closeBackplane ?? this.#p.ownsBackplane) await this.backplane.close();
     } catch (error) {

@@ -30,6 +30,7 @@ export interface Parts {
   readonly lifecycle: ConnectionLifecycle;
   readonly bridge: BackplaneBridge;
   readonly presence: Presence;
+  readonly history: RoomHistory | undefined;
   readonly health: HealthReporter;
   readonly observers: Set<FanOutObserver>;
 }
@@ -79,5 +80,5 @@ export function assemble(
     });
   }
   const health = new HealthReporter({ connections, rooms, monitor, reliability, backplane, isDisposed: hooks.isDisposed });
-  return { options: resolved, connections, rooms, backplane, ownsBackplane: options.backplane === undefined, reliability, monitor, engine, executor, lifecycle, bridge, presence, health, observers };
+  return { options: resolved, connections, rooms, backplane, ownsBackplane: options.backplane === undefined, reliability, monitor, engine, executor, lifecycle, bridge, presence, history, health, observers };
 }

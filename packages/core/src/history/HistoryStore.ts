@@ -42,6 +42,8 @@ export interface HistoryStore {
    * when the store cannot tell.
    */
   position(room: string): StreamPosition | undefined | Promise<StreamPosition | undefined>;
+  /** Releases the store's connections; called by the broadcaster's `dispose()` / `shutdown()`. */
+  close?(): void | Promise<void>;
 }
 
 interface RoomStream {

@@ -64,12 +64,27 @@ export class RoomHistory {
   readonly #limits: HistoryLimits;
   readonly #log: (level: 'warn' | 'error', message: string, error?: unknown) => void;
   readonly #stats = { appended: 0, appendErrors: 0, recovered: 0, notRecovered: 0, storeErrors: 0 };
+  /** Store failures not logged yet: one line at most every 10 s while a store is down, with the count. */
+  #quiet = { until: 0, suppressed: 0 };
 
   constructor(options: HistoryOptions, store: HistoryStore, log: (level: 'warn' | 'error', message: string, error?: unknown) => void) {
     this.#matches = matcher(options.rooms);
     this.#store = store;
     this.#limits = { maxMessages: options.maxMessages ?? 1_000, ttlMs: options.ttlMs ?? 300_000 };
-    this.#log = log;
+    this.#log = (level, message, error) => {
+      const now = Date.now();
+      if (now < this.#quiet.until) {
+        this.#quiet.suppressed += 1;
+        return;
+      }
+      const more = this.#quiet.suppressed > 0 ? ` (and ${this.#quiet.suppressed} more store failures in the last 10 s)` : '';
+      this.#quiet = { until: now + 10_000, suppressed: 0 };
+      log(level, message + more, error);
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.#store.close?.();
   }
 
   has(room: string): boolean {
