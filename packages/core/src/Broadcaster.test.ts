@@ -469,6 +469,26 @@ describe('A3 token expiry and revocation on open connections', () => {
   });
 });
 
+describe('B11 bytes piling up between broadcasts', () => {
+  it('a connection over maxBufferedBytes on a quiet server is closed with 1013 within slowConsumerCheckMs', async () => {
+    vi.useFakeTimers();
+    try {
+      const s = setup({ maxBufferedBytes: 1_000 });
+      const flooder = s.add('flooder');
+      const fine = s.add('fine');
+      flooder.bufferedBytes = 5_000; // e.g. pongs it never reads
+      await vi.advanceTimersByTimeAsync(999);
+      expect(flooder.closes).toEqual([]);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(flooder.closes).toEqual([{ code: 1013, reason: 'slow consumer' }]);
+      expect(fine.closes).toEqual([]);
+      expect(s.b.getStats().monitor.disconnects).toEqual({ '1013:slow_consumer': 1 });
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
 describe('G1 graceful shutdown', () => {
   it('finishes accepted broadcasts, refuses new ones, closes with 1001, waits for clients to close and terminates the rest', async () => {
     const s = setup();

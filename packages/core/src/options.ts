@@ -26,6 +26,12 @@ export interface BroadcasterOptions extends InboundOptions {
   maxUserIdLength?: number;
   /** Heartbeat: ping connections that support it; one missed pong terminates. 0 disables. @default 30_000 */
   pingIntervalMs?: number;
+  /**
+   * How often connections are checked for bytes piling up between broadcasts (a client flooding
+   * pings it never reads the pongs of): over `maxBufferedBytes` it is closed with 1013. 0 disables.
+   * @default 1_000
+   */
+  slowConsumerCheckMs?: number;
   /** Time a connection bcast closes gets to finish its close handshake before it is terminated. @default 1_000 */
   closeTimeoutMs?: number;
   /** @deprecated the old name of `closeTimeoutMs` */
@@ -85,6 +91,7 @@ export type Log = (level: 'warn' | 'error', message: string, error?: unknown) =>
 export interface ResolvedOptions {
   readonly limits: BroadcastLimits;
   readonly pingIntervalMs: number;
+  readonly slowConsumerCheckMs: number;
   readonly closeTimeoutMs: number;
   readonly inbound: ResolvedInbound;
   readonly hooks: InboundOptions & Pick<BroadcasterOptions, 'onConnect' | 'onDisconnect'>;
@@ -123,6 +130,7 @@ export function resolveOptions(options: BroadcasterOptions): ResolvedOptions {
       maxUserIdLength: positive('maxUserIdLength', options.maxUserIdLength ?? 256),
     },
     pingIntervalMs: positive('pingIntervalMs', options.pingIntervalMs ?? 30_000, true),
+    slowConsumerCheckMs: positive('slowConsumerCheckMs', options.slowConsumerCheckMs ?? 1_000, true),
     closeTimeoutMs: positive('closeTimeoutMs', options.closeTimeoutMs ?? options.closeGraceMs ?? 1_000, true),
     inbound: resolveInbound(options),
     hooks: options,

@@ -17,8 +17,9 @@ export type Handshake = AnySocket['handshake'];
 
 /**
  * The options of every bcast adapter, `authenticate` reading the handshake (`handshake.auth`,
- * never a message body); a refusal reaches the client as `connect_error` "unauthorized", a
- * foreign origin as "origin not allowed". Plus the socket.io events used.
+ * never a message body); a refusal reaches the client as `connect_error` "unauthorized" (or
+ * "origin not allowed" when attached to a Namespace; a Server's engine refuses a foreign origin
+ * before socket.io, and the client sees a transport error). Plus the socket.io events used.
  */
 export interface SocketIoAdapterOptions extends AdapterOptions<Handshake> {
   /** Event name broadcasts and protocol replies are emitted on. @default "message" */
@@ -111,12 +112,24 @@ export function attachToServer(broadcaster: Broadcaster, target: AnyServer | Any
   const middleware = (socket: AnySocket, next: (err?: Error) => void): void => {
     if (disposed) return next();
     // The origin is also checked here for Namespace attachments (allowRequest is per engine, not per namespace).
+    const refuse = (message: string): void => {
+      next(new Error(message));
+      // The client got its connect_error; a transport with no other namespace is closed, not left
+      // open until socket.io's connectTimeout (45 s).
+      setImmediate(() => {
+        if ((socket.client as unknown as { sockets?: Map<unknown, unknown> }).sockets?.size !== 0) return;
+        const conn = socket.conn as unknown as EngineConn;
+        conn.close();
+        setTimeout(() => terminateConn(conn), options.closeTimeoutMs ?? 1_000).unref(); // a peer that never answers the close frame
+      });
+    };
     verify(socket.handshake, socket.handshake.headers.origin).then(
       (verdict) => {
-        if (verdict.identity) identities.set(socket, verdict.identity);
-        next(verdict.identity ? undefined : new Error(refusalMessages[verdict.refusal.reason]));
+        if (!verdict.identity) return refuse(refusalMessages[verdict.refusal.reason]);
+        identities.set(socket, verdict.identity);
+        next();
       },
-      () => next(new Error('unauthorized')),
+      () => refuse('unauthorized'),
     );
   };
 

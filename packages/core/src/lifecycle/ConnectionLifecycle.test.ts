@@ -57,6 +57,7 @@ describe('ConnectionLifecycle: inbound frames take effect and are answered in or
     const random = (): number => ((seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648) / 2_147_483_648);
     const { b, add } = setup({
       rateLimitBurst: 2_000,
+      slowConsumerCheckMs: 0, // no interval: the test runs every timer there is
       // every join waits a different time; later frames must still wait their turn
       authorizeJoin: () => new Promise<boolean>((resolve) => setTimeout(() => resolve(true), Math.floor(random() * 5))),
     });

@@ -56,6 +56,8 @@ export class ConnectionLifecycle implements InboundHost {
   /** Connections whose credentials expire: entry -> the timer that checks them. */
   readonly #expiry = new Map<ConnectionEntry, NodeJS.Timeout>();
   readonly #heartbeat: NodeJS.Timeout | undefined;
+  /** Running while there are connections (see `slowConsumerCheckMs`). */
+  #sweep: NodeJS.Timeout | undefined;
   #closed = false;
 
   constructor(deps: LifecycleDeps) {
@@ -90,6 +92,13 @@ export class ConnectionLifecycle implements InboundHost {
     if (previous) this.unregister(previous, CloseCode.GoingAway, 'replaced');
     const entry = connections.add(connection);
     monitor.connectionOpened();
+    // Broadcasts find slow consumers as they write; the sweep finds those that pile up bytes between
+    // broadcasts (a client flooding pings whose pongs it never reads, on a quiet server).
+    const every = this.#d.options.slowConsumerCheckMs;
+    if (this.#sweep === undefined && every > 0) {
+      this.#sweep = setInterval(() => this.#sweepSlowConsumers(), every);
+      this.#sweep.unref();
+    }
     if (options.expiresAt !== undefined) this.setExpiry(entry, options.expiresAt);
     this.#hook('onConnect', () => this.options.onConnect?.(entry));
     return new Handle(entry, this);
@@ -142,6 +151,10 @@ export class ConnectionLifecycle implements InboundHost {
     }
     rooms.leaveAll(entry.id); // first: whoever follows the rooms still finds the connection
     connections.remove(entry.id);
+    if (connections.size === 0 && this.#sweep !== undefined) {
+      clearInterval(this.#sweep);
+      this.#sweep = undefined;
+    }
     monitor.connectionClosed();
     this.#hook('onDisconnect', () => this.options.onDisconnect?.(entry, code, reason));
   }
@@ -229,6 +242,8 @@ export class ConnectionLifecycle implements InboundHost {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#heartbeat) clearInterval(this.#heartbeat);
+    clearInterval(this.#sweep);
+    this.#sweep = undefined;
     for (const timer of this.#expiry.values()) clearTimeout(timer);
     this.#expiry.clear();
     // Connections already closing (slow consumers...) are terminated now rather than forgotten.
@@ -354,6 +369,14 @@ export class ConnectionLifecycle implements InboundHost {
     }, afterMs);
     timer.unref();
     this.#timers.set(timer, conn);
+  }
+
+  #sweepSlowConsumers(): void {
+    const max = this.#d.options.limits.maxBufferedBytes;
+    for (const entry of this.#d.connections.entries()) {
+      if (entry.isClosing || entry.connection.bufferedBytes <= max) continue;
+      this.remove(entry, CloseCode.TryAgainLater, CloseReason.SlowConsumer, 'slow_consumer', 1_000);
+    }
   }
 
   #tick(): void {

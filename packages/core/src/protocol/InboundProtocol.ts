@@ -109,6 +109,8 @@ export async function handleInbound(host: InboundHost, entry: ConnectionEntry, d
     if (isBinary) refuse(host, entry, ProtocolErrorCode.InvalidArgument, 'binary frames are not accepted', undefined);
     return;
   }
+  // A frame over the rate is only read (for its requestId) when it is small: a flood costs little.
+  if (!admitted && data.length > 1_024) return refuse(host, entry, ProtocolErrorCode.RateLimited, 'too many messages; slow down', undefined);
   let msg: unknown;
   try {
     msg = JSON.parse(typeof data === 'string' ? data : data.toString('utf8'));
