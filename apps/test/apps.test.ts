@@ -66,7 +66,7 @@ describe.each(APPS)('$name', (app) => {
     expect(await bob.next((m) => m?.type === 'notice' && /join "lobby" first/.test(m.text))).toMatchObject({ level: 'error' });
 
     await bob.join('lobby');
-    // presence: { events: true }: alice, in the room, hears that bob joined (kept in the room's history too).
+    // presence: { events: true }: alice, in the room, hears that bob joined (not kept in the room's history).
     expect(await alice.next((m) => m?.type === 'bcast.presence' && m.userId === 'bob')).toEqual({ type: 'bcast.presence', room: 'lobby', event: 'join', userId: 'bob' });
     bob.send({ type: 'who', room: 'lobby' });
     expect(await bob.next((m) => m?.type === 'presence')).toEqual({

@@ -190,7 +190,7 @@ function receive(message, meta) {
         return chat(message, recovered);
       case 'presence': // the answer to `who`: everyone in the room now
         return presenceList(message.room, Array.isArray(message.users) ? message.users : []);
-      case 'bcast.presence': // a join or leave, kept in the room's history with its messages
+      case 'bcast.presence': // a join or leave, when it came as a message (the client's presence event handles the rest)
         return presenceEvent(message.room, message.event, message.userId);
       case 'notice':
         return system(String(message.text), message.level === 'error' ? 'error' : 'info');
