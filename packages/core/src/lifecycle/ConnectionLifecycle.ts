@@ -339,11 +339,15 @@ export class ConnectionLifecycle implements InboundHost {
     return this.#d.rooms.roomsOf(entry.id).has(room);
   }
 
-  /** Counts a rejection; closes the connection with 1008 (and returns true) on sustained abuse. */
-  reject(entry: ConnectionEntry, code: ProtocolErrorCode): boolean {
+  /**
+   * Counts a rejection; closes the connection with 1008 on sustained abuse ('closed'). A flood is
+   * answered only for its first RATE_LIMITED frames of the window ('quiet' after that), so it costs
+   * the server a count, not a reply per frame.
+   */
+  reject(entry: ConnectionEntry, code: ProtocolErrorCode): 'closed' | 'reply' | 'quiet' {
     this.#d.monitor.recordInboundRejected(code);
     const state = this.#inbound.get(entry);
-    if (!state) return false;
+    if (!state) return 'reply';
     const now = Date.now();
     const r = this.resolved;
     if (now - state.windowStart > r.abuseWindowMs) {
@@ -351,9 +355,9 @@ export class ConnectionLifecycle implements InboundHost {
       state.rejections = 0;
     }
     state.rejections += 1;
-    if (state.rejections <= r.maxRejections) return false;
+    if (state.rejections <= r.maxRejections) return code === 'RATE_LIMITED' && state.rejections > RATE_LIMITED_REPLIES ? 'quiet' : 'reply';
     this.remove(entry, CloseCode.PolicyViolation, CloseReason.PolicyViolation, 'policy_violation', this.#d.options.closeTimeoutMs);
-    return true;
+    return 'closed';
   }
 
   log(level: 'warn' | 'error', message: string, error?: unknown): void {
@@ -407,6 +411,9 @@ export class ConnectionLifecycle implements InboundHost {
     }
   }
 }
+
+/** RATE_LIMITED replies a connection gets per abuse window; later frames over the rate are only counted. */
+const RATE_LIMITED_REPLIES = 20;
 
 function safeExpiry(value: number | Date): number | undefined {
   try {

@@ -81,8 +81,8 @@ export interface InboundHost {
   leave(entry: ConnectionEntry, room: string): boolean;
   roomCount(entry: ConnectionEntry): number;
   isMember(entry: ConnectionEntry, room: string): boolean;
-  /** Counts a rejection; returns true when the connection was closed for abuse. */
-  reject(entry: ConnectionEntry, code: ProtocolErrorCode): boolean;
+  /** Counts a rejection: 'closed' when the connection was closed for abuse, 'quiet' when no reply is due. */
+  reject(entry: ConnectionEntry, code: ProtocolErrorCode): 'closed' | 'reply' | 'quiet';
   log(level: 'warn' | 'error', message: string, error?: unknown): void;
 }
 
@@ -188,7 +188,7 @@ function positionOf(value: unknown): StreamPosition | undefined | null {
 }
 
 function refuse(host: InboundHost, entry: ConnectionEntry, code: ProtocolErrorCode, message: string, requestId: string | number | undefined): void {
-  if (host.reject(entry, code)) return;
+  if (host.reject(entry, code) !== 'reply') return;
   host.reply(entry, withId({ type: 'error', code, message }, requestId));
 }
 
