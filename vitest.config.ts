@@ -21,7 +21,9 @@ export default defineConfig({
   },
   test: {
     include: ['packages/*/src/**/*.test.ts', 'packages/*/test/**/*.test.ts', 'tests/*/test/**/*.test.ts', 'apps/*/test/**/*.test.ts', 'apps/test/**/*.test.ts', 'bench/test/**/*.test.ts'],
-    exclude: ['**/node_modules/**', '**/dist/**'],
+    // The reliability plan's load, fault and abuse cases run on their own, one file at a time, after
+    // the rest (vitest.reliability.config.ts): their figures are measured on a machine they have to themselves.
+    exclude: ['**/node_modules/**', '**/dist/**', 'tests/reliability/**'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
     pool: 'forks',
