@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { BcastError, ErrorCode, isBcastError } from '../index.js';
+import { BcastError, Broadcaster, ErrorCode, isBcastError } from '../index.js';
 import { ReliabilityManager, type ReliabilityEvent } from './ReliabilityManager.js';
 
 const transient = (): Error => Object.assign(new Error('connection refused'), { code: 'ECONNREFUSED' });
@@ -157,21 +157,46 @@ describe('ReliabilityManager', () => {
     expect(r.stateOf('s').state).toBe('closed');
   });
 
-  it('opens after 5 wire attempts, not 5 retry chains, and never retries an open circuit', async () => {
+  it('F9 Retry × breaker composition: opens after exactly 5 wire attempts, not 5 retry chains; an open circuit (BrokenCircuitError) is never retried', async () => {
+    const started = vi.getRealSystemTime(); // performance.now and Date are faked
     const r = new ReliabilityManager({ retry: { maxRetries: 3, jitter: false } });
+    const retries: number[] = [];
+    const transitions: string[] = [];
+    r.onEvent((e) => {
+      if (e.type === 'retry') retries.push(e.attempt);
+      if (e.type === 'circuit') transitions.push(`${e.from}->${e.to}`);
+    });
     let calls = 0;
     const failing = (): Promise<never> => {
       calls += 1;
       return Promise.reject(transient());
     };
+    // one chain: 1 attempt + 3 retries = 4 wire attempts, each counted by the breaker; still closed
     const first = await settle(r.execute('s', failing)).catch((e: unknown) => e);
     expect(calls).toBe(4);
     expect((first as Error).message).toBe('connection refused');
+    expect((first as { attempts?: number }).attempts).toBe(4);
+    expect(r.stateOf('s')).toMatchObject({ state: 'closed', consecutiveFailures: 4 });
+    expect(retries).toEqual([1, 2, 3]);
+    // the next chain's first attempt is the 5th failure: the circuit opens; the retry after it meets
+    // the open circuit (BrokenCircuitError) and that is not retried
     const second = await settle(r.execute('s', failing)).catch((e: unknown) => e);
     expect(calls).toBe(5);
     expect(isBcastError(second, ErrorCode.CircuitOpen)).toBe(true);
     expect((second as { attempts?: number }).attempts).toBe(1);
-    expect(r.stateOf('s').state).toBe('open');
+    expect(retries).toEqual([1, 2, 3, 1]);
+    expect(r.stateOf('s')).toMatchObject({ state: 'open', opens: 1 });
+    expect(transitions).toEqual(['closed->open']);
+    // while open: refused at once, no call, no retry, no delay
+    for (let i = 0; i < 3; i += 1) {
+      const refused = await r.execute('s', failing).catch((e: unknown) => e);
+      expect(isBcastError(refused, ErrorCode.CircuitOpen)).toBe(true);
+      expect((refused as { attempts?: number }).attempts).toBe(0);
+    }
+    expect(calls).toBe(5);
+    expect(retries).toHaveLength(4);
+    expect(vi.getTimerCount()).toBe(0);
+    expect(vi.getRealSystemTime() - started).toBeLessThan(1_000);
   });
 
   it('turns a hang into a typed timeout that counts against the circuit', async () => {
@@ -183,12 +208,45 @@ describe('ReliabilityManager', () => {
     expect(r.stateOf('s').state).toBe('open');
   });
 
-  it('isolates a scope until released', async () => {
-    const r = new ReliabilityManager();
+  it('F9 Retry × breaker composition: isolate() refuses with BCAST_CIRCUIT_ISOLATED (never retried, fn never called) and health says isolated; disposing the handle closes it, and so does dispose()', async () => {
+    const r = new ReliabilityManager({ retry: { maxRetries: 3, jitter: false } });
+    let calls = 0;
+    let retries = 0;
+    r.onEvent((e) => void (e.type === 'retry' && (retries += 1)));
     const release = r.isolate('s');
-    await expect(r.execute('s', () => 1)).rejects.toMatchObject({ code: ErrorCode.CircuitIsolated });
+    const refused = await r
+      .execute('s', () => {
+        calls += 1;
+        return 1;
+      })
+      .catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: ErrorCode.CircuitIsolated, attempts: 0 });
+    expect(calls).toBe(0);
+    expect(retries).toBe(0);
     expect(r.stateOf('s').state).toBe('isolated');
     release();
+    expect(r.stateOf('s').state).toBe('closed');
     await expect(r.execute('s', () => 1)).resolves.toEqual({ value: 1, attempts: 1 });
+
+    // dispose() while isolated: the manager starts again from closed scopes
+    r.isolate('s');
+    r.dispose();
+    expect(r.stateOf('s')).toMatchObject({ state: 'closed', consecutiveFailures: 0, opens: 0 });
+    await expect(r.execute('s', () => 2)).resolves.toEqual({ value: 2, attempts: 1 });
+
+    // through a broadcaster: health says isolated while it is held, closed when released
+    const b = new Broadcaster({ pingIntervalMs: 0, logger: { warn() {}, error() {} } });
+    try {
+      const held = b.isolate();
+      const health = b.getHealthStatus();
+      expect(health.status).toBe('degraded');
+      expect(health.reliability.circuits['backplane']?.state).toBe('isolated');
+      expect(health.reasons).toContain('circuit "backplane" is isolated');
+      held();
+      expect(b.getHealthStatus().reliability.circuits['backplane']?.state).toBe('closed');
+      expect(b.getHealthStatus().status).toBe('healthy');
+    } finally {
+      await b.dispose();
+    }
   });
 });
