@@ -194,7 +194,8 @@ function broadcastOne(item, bytes) {
  */
 async function run({ plan }) {
   const { durationMs, rate, bytes = 256, targets, roundRobin = false } = plan;
-  const eld = monitorEventLoopDelay({ resolution: 1 });
+  // Node's default resolution (10 ms): each sample is the time between two ticks of a 10 ms timer
+  const eld = monitorEventLoopDelay();
   const totals = { sent: 0, recipients: 0, delivered: 0, failed: 0, dropped: 0, removed: 0, rejected: 0, thrown: 0, backplaneFailed: 0, sentByKey: {} };
   const rejections = [];
   const backplaneErrors = {};
@@ -353,6 +354,19 @@ serve({
     return rssPeak;
   },
   'rss-peak': () => Math.max(rssPeak, process.memoryUsage().rss),
+  /**
+   * Blocks the event loop for `ms` now (a long GC pause, a big synchronous job), in the poll phase
+   * (this request's IPC callback), as a pause in any I/O callback would. With `during`, a
+   * broadcast of that item is started first, so that its backplane PUBLISH is on the wire, its
+   * reply not read yet, when the loop stops.
+   */
+  block: async ({ ms, during }) => {
+    if (during) broadcastOne(during, 128).catch(() => {});
+    for (let i = 0; i < 20; i++) await Promise.resolve(); // the broadcast's microtasks: the PUBLISH is written
+    const until = performance.now() + ms;
+    while (performance.now() < until);
+    return true;
+  },
   'set-record': ({ on }) => {
     config.record = on;
     return true;

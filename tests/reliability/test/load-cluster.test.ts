@@ -8,11 +8,14 @@
  * Redis: REDIS_URL (default redis://127.0.0.1:6379); unreachable: skipped with the reason printed,
  * or failed with BCAST_REQUIRE_REDIS=1.
  *
- * CI: 200 users x 3 connections x 20 messages (12,000 received); BCAST_LONG=1: 1,000 x 3 x 100 (300,000).
+ * CI: 200 users x 3 connections x 20 messages (12,000 received), 250 broadcasts/s per node;
+ * BCAST_LONG=1: 1,000 x 3 x 100 (300,000), 1,000/s per node.
+ *
+ * A second case pins what made L3 lose messages on a busy machine (see its comment).
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
-import { LOCAL_ADDRESSES, LONG, REDIS_URL, figures, heavyFile, killChildren, quantile, skipWithoutRedis, startClients, startServer, waitFor, type Child, type ClientReport, type RunResult, type Server, type ServerStats } from '../src/harness.js';
+import { LOCAL_ADDRESSES, LONG, REDIS_URL, figures, heavyFile, killChildren, quantile, skipWithoutRedis, sleep, startClients, startServer, waitFor, type Child, type ClientReport, type RunResult, type Server, type ServerStats } from '../src/harness.js';
 
 heavyFile();
 
@@ -81,4 +84,49 @@ describe.skipIf(skip)('toUser across processes', () => {
     expect(sum('missing'), 'missing').toBe(0);
     expect(sum('wrong'), "another user's messages").toBe(0);
   }, LONG ? 15 * 60_000 : 120_000);
+
+  // What made L3 fail on a busy machine, made deterministic: node A's own event loop stops for
+  // 300 ms (a long GC pause, a big synchronous job) while one of its PUBLISHes is on the wire.
+  // Redis answers in under a millisecond, but after the pause the 250 ms publish timeout fires
+  // before the reply is read: the publish is aborted, the backplane drops its (healthy) publisher
+  // connection, the publishes meanwhile fail fast, the backplane circuit opens, and with the
+  // default recoveryTimeoutMs (30 s) cross-node delivery stays off for the rest of the run.
+  it('L3 with event-loop stalls: 3 pauses of 300 ms on the publishing node during toUser at 500/s lose no cross-node message', async () => {
+    const channel = `bcast-reliability-${randomUUID()}`;
+    const users = 10;
+    const pa = await startServer({ adapter: 'ws', redis: { url: REDIS_URL, channel, nodeId: 'node-a' } }, { name: 'node A (stalls)' });
+    const pb = await startServer({ adapter: 'ws', redis: { url: REDIS_URL, channel, nodeId: 'node-b' } }, { name: 'node B (stalls)' });
+    const remote = await startClients('clients on B (stalls)');
+    try {
+      await expect(remote.request('connect', { port: pb.port, n: users, users, subs: ['u'] })).resolves.toMatchObject({ connected: users });
+      const targets = Array.from({ length: users }, (_, u) => ({ op: 'user', target: `u${u}`, key: `u${u}` }));
+      const running = pa.request<RunResult>('run', { plan: { durationMs: 8_000, rate: 500, bytes: 256, targets, roundRobin: true } }, 60_000);
+      for (let i = 0; i < 3; i++) {
+        await sleep(2_000);
+        await pa.request('block', { ms: 300, during: targets[0] });
+      }
+      const run = await running;
+      const expected = { ...run.sentByKey, u0: (run.sentByKey['u0'] ?? 0) + 3 }; // the 3 broadcasts started with the pauses
+      const report = (await waitFor(async () => {
+        const r = await remote.request<ClientReport>('report', { expected });
+        return r.ok >= run.sent + 3 ? r : undefined;
+      }, 5_000)) ?? (await remote.request<ClientReport>('report', { expected }));
+      const health = (await pa.request<{ circuits: Record<string, { state: string; opens: number; lastError?: string }>; backplane: { publisherResets: number; lastPublisherReset?: string; publishAborts: number } }>('health'));
+      figures('L3 with stalls', {
+        sent: run.sent,
+        backplaneFailed: run.backplaneFailed,
+        backplaneErrors: run.backplaneErrors,
+        remoteReceived: report.ok,
+        remoteMissing: report.missing,
+        circuit: health.circuits['backplane'],
+        publisherResets: health.backplane.publisherResets,
+        lastPublisherReset: health.backplane.lastPublisherReset,
+        publishAborts: health.backplane.publishAborts,
+      });
+      expect(run.backplaneFailed, `broadcasts whose publish failed: ${JSON.stringify(run.backplaneErrors)}`).toBe(0);
+      expect(report.missing, 'messages the remote clients missed').toBe(0);
+    } finally {
+      killChildren(remote, pa, pb);
+    }
+  }, 60_000);
 });

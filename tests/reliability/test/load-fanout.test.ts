@@ -4,6 +4,9 @@
  * its stream key, its sequence number in that stream and the server's clock at the call, so each
  * client checks order, gaps, duplicates and membership, and measures the end-to-end latency.
  *
+ * Event-loop delay: `monitorEventLoopDelay()` (Node's default 10 ms resolution) in the server
+ * process, enabled for the traffic window; a sample is the time between two ticks of its timer.
+ *
  * CI: 20 s per case at the plan's rates; BCAST_LONG=1: 60 s.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
