@@ -154,7 +154,13 @@ class RedisPubSubBackplane implements RedisBackplane {
     const link = this.#publisher;
     if (!link || !this.#canPublish()) {
       this.#c.publishErrors += 1;
-      throw notWritten(ErrorCode.BackplaneUnavailable, `Redis is not connected (publisher ${this.#publisherState()})`);
+      const message = `Redis is not connected (publisher ${this.#publisherState()})`;
+      // Refused while a publisher that timed out is being replaced (no reply since): Redis may be
+      // slow rather than down, and the core weighs it like the timeout that caused it.
+      if (this.#reset !== undefined || this.#resetsInARow > 0) {
+        throw new BcastError(ErrorCode.BackplaneUnavailable, message, { details: { written: false, afterTimeout: true } });
+      }
+      throw notWritten(ErrorCode.BackplaneUnavailable, message);
     }
     await this.#send(link, encodeEnvelope(envelope), signal);
     this.#c.published += 1;

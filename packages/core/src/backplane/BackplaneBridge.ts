@@ -54,7 +54,8 @@ export class BackplaneBridge implements Propagation<BroadcastJob> {
       retryWhen: (error) => isBcastError(error) && error.details?.['written'] === false,
       failureWhen: (error) => {
         if (!isBcastError(error)) return true;
-        if (error.code === ErrorCode.Timeout) return bridge()?.stalled() ?? true;
+        // A timeout, or a refusal while a connection that timed out is replaced: slow until nothing got through for STALL_MS.
+        if (error.code === ErrorCode.Timeout || error.details?.['afterTimeout'] === true) return bridge()?.stalled() ?? true;
         return error.code !== ErrorCode.CircuitOpen && error.code !== ErrorCode.CircuitIsolated;
       },
     };
