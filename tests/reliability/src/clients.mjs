@@ -21,7 +21,8 @@ import { send, serve, sleep } from './child-common.mjs';
 /** @type {Client[]} */
 const clients = [];
 let hist = new MsHistogram();
-const counters = { received: 0, ok: 0, dup: 0, gaps: 0, wrong: 0, other: 0 };
+/** ok: in order; dup: a second copy; late: one that came after a later one (it filled a gap); gaps: skipped and never filled. */
+const counters = { received: 0, ok: 0, dup: 0, late: 0, gaps: 0, wrong: 0, other: 0 };
 /** Messages skipped (gaps), by stream key. */
 let gapsByKey = {};
 const closeCodes = {};
@@ -45,6 +46,8 @@ class Client {
     this.portIndex = 0;
     this.budget = 0;
     this.stoppedReadingAt = undefined;
+    /** key -> sequence numbers skipped so far (created on the first gap) */
+    this.skipped = undefined;
   }
 
   path() {
@@ -78,10 +81,20 @@ function onMessage(client, buffer, start, end) {
   if (last === -2 || s === last + 1) {
     counters.ok += 1;
     client.last.set(header.k, s);
-  } else if (s <= last) counters.dup += 1;
-  else {
+  } else if (s <= last) {
+    const skipped = client.skipped?.get(header.k);
+    if (skipped?.delete(s)) {
+      counters.late += 1;
+      counters.gaps -= 1;
+      gapsByKey[header.k] -= 1;
+    } else counters.dup += 1;
+  } else {
     counters.gaps += s - last - 1;
     gapsByKey[header.k] = (gapsByKey[header.k] ?? 0) + s - last - 1;
+    client.skipped ??= new Map();
+    let skipped = client.skipped.get(header.k);
+    if (!skipped) client.skipped.set(header.k, (skipped = new Set()));
+    for (let g = last + 1; g < s; g++) skipped.add(g);
     counters.ok += 1;
     client.last.set(header.k, s);
   }
@@ -106,7 +119,11 @@ async function reconnect(client) {
   const ports = setup.reconnect.ports ?? [setup.port];
   const port = ports[client.portIndex % ports.length];
   // A new connection: its lenient streams start wherever they are now.
-  for (const key of client.last.keys()) if (isLenient(key)) client.last.set(key, -2);
+  for (const key of client.last.keys()) {
+    if (!isLenient(key)) continue;
+    client.last.set(key, -2);
+    client.skipped?.delete(key);
+  }
   try {
     await openClient(client, port);
     client.attempt = 0;

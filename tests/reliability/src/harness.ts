@@ -192,6 +192,8 @@ export interface RunResult {
   rejections: string[];
   /** Codes of the failed backplane publishes. */
   backplaneErrors: Record<string, number>;
+  /** Results by `backplane` status (and error code): published, failed/..., unknown/..., skipped. */
+  backplaneStatus: Record<string, number>;
   health?: unknown;
   durationMs: number;
   eld: { p50: number; p99: number; max: number };
@@ -209,8 +211,13 @@ export interface Sparse {
 /** What `report` in a client process returns. */
 export interface ClientReport {
   received: number;
+  /** In order. */
   ok: number;
+  /** Second copies. */
   dup: number;
+  /** Messages that came after a later one of their stream (each had been counted as a gap until it came). */
+  late: number;
+  /** Skipped and never received. */
   gaps: number;
   wrong: number;
   other: number;

@@ -199,6 +199,7 @@ async function run({ plan }) {
   const totals = { sent: 0, recipients: 0, delivered: 0, failed: 0, dropped: 0, removed: 0, rejected: 0, thrown: 0, backplaneFailed: 0, sentByKey: {} };
   const rejections = [];
   const backplaneErrors = {};
+  const backplaneStatus = {};
   const callMs = [];
   let rss = process.memoryUsage.rss();
   const cpu = process.cpuUsage();
@@ -235,6 +236,8 @@ async function run({ plan }) {
             totals.failed += r.failed;
             totals.dropped += r.dropped;
             totals.removed += r.removed;
+            const status = `${r.backplane}${r.backplaneError ? `/${r.backplaneError}` : ''}`;
+            backplaneStatus[status] = (backplaneStatus[status] ?? 0) + 1;
             if (r.backplane === 'failed') {
               totals.backplaneFailed += 1;
               const code = r.backplaneError ?? 'unknown';
@@ -264,6 +267,7 @@ async function run({ plan }) {
     ...totals,
     rejections,
     backplaneErrors,
+    backplaneStatus,
     health: config.redis ? summaryOfHealth() : undefined,
     durationMs: clock() - started,
     eld: { p50: eld.percentile(50) / 1e6, p99: eld.percentile(99) / 1e6, max: eld.max / 1e6, samples: eld.count },

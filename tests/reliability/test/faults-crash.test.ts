@@ -78,12 +78,12 @@ describe.skipIf(skip)('server process crash', () => {
     expect(statusA.closeCodes).toEqual({ '1006': PER_NODE });
     // B's own clients did not notice
     expect(run.rejected + run.thrown, run.rejections.join('; ')).toBe(0);
-    expect({ gaps: bReport.gaps, dup: bReport.dup, wrong: bReport.wrong, open: bReport.open }).toEqual({ gaps: 0, dup: 0, wrong: 0, open: PER_NODE });
+    expect({ gaps: bReport.gaps, late: bReport.late, dup: bReport.dup, wrong: bReport.wrong, open: bReport.open }).toEqual({ gaps: 0, late: 0, dup: 0, wrong: 0, open: PER_NODE });
     expect(quantile(bReport.latency, 0.99), "B clients' p99 during the crash (ms)").toBeLessThanOrEqual(500);
     // exactly one copy per connection afterwards, for moved and staying connections alike
     expect(sent.rejected).toBe(0);
     expect(sent.delivered).toBe(2 * PER_NODE * PER_USER);
-    expect({ ok: ra!.ok, dup: ra!.dup, missing: ra!.missing, wrong: ra!.wrong }, 'moved connections').toEqual({ ok: PER_NODE * PER_USER, dup: 0, missing: 0, wrong: 0 });
-    expect({ ok: rb!.ok, dup: rb!.dup, missing: rb!.missing, wrong: rb!.wrong }, 'connections that stayed on B').toEqual({ ok: PER_NODE * PER_USER, dup: 0, missing: 0, wrong: 0 });
+    expect({ ok: ra!.ok, dup: ra!.dup, late: ra!.late, missing: ra!.missing, wrong: ra!.wrong }, 'moved connections').toEqual({ ok: PER_NODE * PER_USER, dup: 0, late: 0, missing: 0, wrong: 0 });
+    expect({ ok: rb!.ok, dup: rb!.dup, late: rb!.late, missing: rb!.missing, wrong: rb!.wrong }, 'connections that stayed on B').toEqual({ ok: PER_NODE * PER_USER, dup: 0, late: 0, missing: 0, wrong: 0 });
   }, 150_000);
 });

@@ -72,7 +72,7 @@ async function nonReaderCase(adapter: 'ws' | 'socket.io', name: string, duration
   expect(rssPeak - rssBefore, 'server RSS growth (bytes)').toBeLessThanOrEqual(50 * MB);
   // the fast readers are unaffected: every message, in order
   expect(report.ok).toBe(run.sent * 10);
-  expect({ missing: report.missing, gaps: report.gaps, dup: report.dup, wrong: report.wrong }).toEqual({ missing: 0, gaps: 0, dup: 0, wrong: 0 });
+  expect({ missing: report.missing, gaps: report.gaps, late: report.late, dup: report.dup, wrong: report.wrong }).toEqual({ missing: 0, gaps: 0, late: 0, dup: 0, wrong: 0 });
   expect(report.open).toBe(10);
   expect(stats.connections).toBe(10);
 }
@@ -131,7 +131,7 @@ describe('slow consumers', () => {
     expect(run.dropped).toBe(dropped);
     expect(report.missingByKey['v'] ?? 0).toBe(dropped);
     expect(report.missingByKey['n'] ?? 0, 'non-volatile messages missed').toBe(0);
-    expect(report.dup + report.wrong).toBe(0);
+    expect({ late: report.late, dup: report.dup, wrong: report.wrong }).toEqual({ late: 0, dup: 0, wrong: 0 });
     // the fast reader missed nothing
     expect(fastReport.missing).toBe(0);
     expect(fastReport.ok).toBe(run.sent);

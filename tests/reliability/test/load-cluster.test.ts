@@ -62,13 +62,14 @@ describe.skipIf(skip)('toUser across processes', () => {
     const [ra, rb] = reports ?? [await onA.request<ClientReport>('report', { expected }), await onB.request<ClientReport>('report', { expected })];
     const sa = await a.request<ServerStats>('stats');
     const sb = await b.request<ServerStats>('stats');
-    const sum = (k: 'ok' | 'dup' | 'missing' | 'wrong' | 'gaps'): number => ra![k] + rb![k];
+    const sum = (k: 'ok' | 'dup' | 'late' | 'missing' | 'wrong' | 'gaps'): number => ra![k] + rb![k];
     figures('L3', {
       users: USERS,
       connections: USERS * 3,
       sent: runA.sent + runB.sent,
       received: sum('ok'),
       duplicates: sum('dup'),
+      late: sum('late'),
       missing: sum('missing'),
       wrong: sum('wrong'),
       p99: quantile([ra!.latency, rb!.latency], 0.99),
@@ -81,6 +82,7 @@ describe.skipIf(skip)('toUser across processes', () => {
     expect(runA.backplaneFailed + runB.backplaneFailed, 'broadcasts whose publish failed').toBe(0);
     expect(sum('ok'), 'received').toBe(total);
     expect(sum('dup'), 'duplicates').toBe(0);
+    expect(sum('late'), 'out of order').toBe(0);
     expect(sum('missing'), 'missing').toBe(0);
     expect(sum('wrong'), "another user's messages").toBe(0);
   }, LONG ? 15 * 60_000 : 120_000);
@@ -88,10 +90,13 @@ describe.skipIf(skip)('toUser across processes', () => {
   // What made L3 fail on a busy machine, made deterministic: node A's own event loop stops for
   // 300 ms (a long GC pause, a big synchronous job) while one of its PUBLISHes is on the wire.
   // Redis answers in under a millisecond, but after the pause the 250 ms publish timeout fires
-  // before the reply is read: the publish is aborted, the backplane drops its (healthy) publisher
-  // connection, the publishes meanwhile fail fast, the backplane circuit opens, and with the
-  // default recoveryTimeoutMs (30 s) cross-node delivery stays off for the rest of the run.
-  it('L3 with event-loop stalls: 3 pauses of 300 ms on the publishing node during toUser at 500/s lose no cross-node message', async () => {
+  // before the reply is read: the publish is aborted and the backplane drops its (healthy)
+  // publisher connection. Until d4fc818 the publishes refused meanwhile opened the backplane
+  // circuit, and with the default recoveryTimeoutMs (30 s) cross-node delivery stayed off: 2,846
+  // of 4,000 broadcasts lost. Since, nothing is lost, but a publish refused during the reset is
+  // retried ~50 ms later and arrives after broadcasts called after it: node B's clients get one
+  // node's messages out of order (README: "between nodes ... in each publisher's order").
+  it('L3 with event-loop stalls: 3 pauses of 300 ms on the publishing node during toUser at 500/s: no cross-node message lost, duplicated or out of order', async () => {
     const channel = `bcast-reliability-${randomUUID()}`;
     const users = 10;
     const pa = await startServer({ adapter: 'ws', redis: { url: REDIS_URL, channel, nodeId: 'node-a' } }, { name: 'node A (stalls)' });
@@ -115,16 +120,18 @@ describe.skipIf(skip)('toUser across processes', () => {
       figures('L3 with stalls', {
         sent: run.sent,
         backplaneFailed: run.backplaneFailed,
-        backplaneErrors: run.backplaneErrors,
+        backplaneStatus: run.backplaneStatus,
         remoteReceived: report.ok,
         remoteMissing: report.missing,
+        remoteLate: report.late,
+        remoteDuplicates: report.dup,
         circuit: health.circuits['backplane'],
         publisherResets: health.backplane.publisherResets,
         lastPublisherReset: health.backplane.lastPublisherReset,
         publishAborts: health.backplane.publishAborts,
       });
-      expect(run.backplaneFailed, `broadcasts whose publish failed: ${JSON.stringify(run.backplaneErrors)}`).toBe(0);
-      expect(report.missing, 'messages the remote clients missed').toBe(0);
+      expect(run.backplaneFailed, `broadcasts whose publish failed: ${JSON.stringify(run.backplaneStatus)}`).toBe(0);
+      expect({ missing: report.missing, late: report.late, dup: report.dup, wrong: report.wrong }, "remote clients: every message, once, in the publisher's order").toEqual({ missing: 0, late: 0, dup: 0, wrong: 0 });
     } finally {
       killChildren(remote, pa, pb);
     }

@@ -80,7 +80,7 @@ describe('load: fan-out to 10,000 clients', () => {
     expect(run.delivered).toBe(run.sent * N);
     expect(stats.deliveries).toBe(run.sent * N);
     expect(report.ok).toBe(run.sent * N);
-    expect({ missing: report.missing, gaps: report.gaps, dup: report.dup, wrong: report.wrong, incomplete: report.incomplete }).toEqual({ missing: 0, gaps: 0, dup: 0, wrong: 0, incomplete: 0 });
+    expect({ missing: report.missing, gaps: report.gaps, late: report.late, dup: report.dup, wrong: report.wrong, incomplete: report.incomplete }).toEqual({ missing: 0, gaps: 0, late: 0, dup: 0, wrong: 0, incomplete: 0 });
     expect(p99, 'end-to-end p99 (ms)').toBeLessThanOrEqual(500);
     expect(run.rssPeak, 'server RSS (bytes)').toBeLessThanOrEqual(250 * MB);
     expect(run.eld.p99, 'event-loop delay p99 (ms)').toBeLessThanOrEqual(50);
@@ -110,7 +110,7 @@ describe('load: fan-out to 10,000 clients', () => {
     expect(run.delivered).toBe(run.sent * (N / ROOMS));
     expect(stats.deliveries).toBe(run.sent * (N / ROOMS));
     expect(report.wrong, 'messages that reached a non-member').toBe(0);
-    expect({ missing: report.missing, gaps: report.gaps, dup: report.dup, incomplete: report.incomplete }).toEqual({ missing: 0, gaps: 0, dup: 0, incomplete: 0 });
+    expect({ missing: report.missing, gaps: report.gaps, late: report.late, dup: report.dup, incomplete: report.incomplete }).toEqual({ missing: 0, gaps: 0, late: 0, dup: 0, incomplete: 0 });
     expect(report.ok).toBe(run.sent * (N / ROOMS));
     expect(p99, 'end-to-end p99 (ms)').toBeLessThanOrEqual(200);
   }, DURATION_MS + 90_000);
