@@ -107,15 +107,19 @@ export function attachToServer(broadcaster: Broadcaster, wss: WebSocketServer, o
   const caps = new ConnectionCaps(options);
   let verifyClient: ((info: { req: IncomingMessage }, done: (ok: boolean, status?: number, message?: string, headers?: object) => void) => void) | undefined;
   if (wssOptions.verifyClient == null) {
+    let verifying = 0;
     verifyClient = (info, done) => {
-      if (!caps.admitSocket(info.req.socket)) return done(false, 503, 'Service Unavailable', caps.headers);
-      verify(info.req, info.req.headers.origin).then(
-        (verdict) => {
-          if (verdict.identity) identities.set(info.req, verdict.identity);
-          done(verdict.identity !== undefined, verdict.refusal?.status);
-        },
-        () => done(false, 500),
-      );
+      if (!caps.admitSocket(info.req.socket, tracker.size + verifying)) return done(false, 503, 'Service Unavailable', caps.headers);
+      verifying += 1;
+      verify(info.req, info.req.headers.origin)
+        .then(
+          (verdict) => {
+            if (verdict.identity) identities.set(info.req, verdict.identity);
+            done(verdict.identity !== undefined, verdict.refusal?.status);
+          },
+          () => done(false, 500),
+        )
+        .finally(() => (verifying -= 1));
     };
     wssOptions.verifyClient = verifyClient;
   } else if (checks) {
@@ -156,7 +160,7 @@ export function createUpgradeHandler(broadcaster: Broadcaster, options: WsAdapte
     async handleUpgrade(request, socket, head, wss) {
       const onError = (): void => void socket.destroy();
       socket.on('error', onError);
-      if (!caps.admitSocket(socket)) return refuseUpgrade(socket, 503, caps.headers);
+      if (!caps.admitSocket(socket, tracker.size + pending.size)) return refuseUpgrade(socket, 503, caps.headers);
       pending.add(socket);
       const verdict = await verify(request, request.headers.origin).catch(() => undefined);
       pending.delete(socket);
@@ -197,6 +201,9 @@ function trackerFor(broadcaster: Broadcaster, options: WsAdapterOptions) {
       }
     },
     drain: () => tracker.drain(closeTimeoutMs),
+    get size(): number {
+      return tracker.size;
+    },
   };
 }
 

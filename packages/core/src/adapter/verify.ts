@@ -89,50 +89,43 @@ export interface ConnectionCapOptions {
 }
 
 /**
- * Counts what an attachment has admitted, per IP and in all, from the start of the handshake until
- * the connection closes, so connections over a cap are refused (503 with `Retry-After`) before the
- * upgrade, and existing clients are never touched.
+ * Admission for an attachment: a global cap on its open connections and handshakes in progress
+ * (the adapter says how many), and a per-IP cap counted from the upgrade request until the TCP
+ * socket closes. Over a cap a request is refused (503 with `Retry-After`) before the upgrade, and
+ * existing clients are never touched. Without a per-IP cap nothing is kept per socket.
  */
 export class ConnectionCaps {
   readonly #perIp = new Map<string, number>();
   readonly #max: number;
   readonly #maxPerIp: number;
   readonly retryAfterS: number;
-  #total = 0;
-
   /** One listener for every socket (no closure per connection): `this` is the socket. */
   readonly #releaseSocket: (this: { readonly remoteAddress?: string | undefined }) => void;
 
   constructor(options: ConnectionCapOptions = {}) {
-    const caps = this;
+    const perIp = this.#perIp;
     this.#releaseSocket = function () {
-      caps.release(this.remoteAddress);
+      const key = this.remoteAddress ?? '';
+      const n = perIp.get(key) ?? 0;
+      if (n <= 1) perIp.delete(key);
+      else perIp.set(key, n - 1);
     };
     this.#max = options.maxConnections ?? 15_000;
     this.#maxPerIp = options.maxConnectionsPerIp ?? Number.POSITIVE_INFINITY;
     this.retryAfterS = options.retryAfterS ?? 5;
   }
 
-  get total(): number {
-    return this.#total;
-  }
-
-  /** Counts one more connection from `ip`; false (nothing counted) when a cap is reached. */
-  admit(ip: string | undefined): boolean {
-    const key = ip ?? '';
-    const n = this.#perIp.get(key) ?? 0;
-    if (this.#total >= this.#max || n >= this.#maxPerIp) return false;
-    this.#total += 1;
-    this.#perIp.set(key, n + 1);
-    return true;
-  }
-
   /**
-   * Admits the TCP socket of an upgrade request, counted until the socket closes (whatever becomes
-   * of the upgrade); false when a cap is reached. The refusal to send is 503 with {@link headers}.
+   * Admits the TCP socket of an upgrade request; false when a cap is reached. `open`: the
+   * connections and handshakes the attachment holds now. The refusal to send is 503 with {@link headers}.
    */
-  admitSocket(socket: { readonly remoteAddress?: string | undefined; on(event: 'close', listener: () => void): unknown }): boolean {
-    if (!this.admit(socket.remoteAddress)) return false;
+  admitSocket(socket: { readonly remoteAddress?: string | undefined; on(event: 'close', listener: () => void): unknown }, open: number): boolean {
+    if (open >= this.#max) return false;
+    if (this.#maxPerIp === Number.POSITIVE_INFINITY) return true;
+    const key = socket.remoteAddress ?? '';
+    const n = this.#perIp.get(key) ?? 0;
+    if (n >= this.#maxPerIp) return false;
+    this.#perIp.set(key, n + 1);
     socket.on('close', this.#releaseSocket);
     return true;
   }
@@ -140,15 +133,5 @@ export class ConnectionCaps {
   /** The headers of a 503 for a cap. */
   get headers(): Readonly<Record<string, string>> {
     return { 'Retry-After': String(this.retryAfterS) };
-  }
-
-  /** The connection admitted for `ip` is gone (refused later, failed, or closed). */
-  release(ip: string | undefined): void {
-    const key = ip ?? '';
-    const n = this.#perIp.get(key);
-    if (n === undefined) return;
-    this.#total -= 1;
-    if (n <= 1) this.#perIp.delete(key);
-    else this.#perIp.set(key, n - 1);
   }
 }
