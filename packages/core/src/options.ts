@@ -105,7 +105,7 @@ export interface ResolvedOptions {
 export const BACKPLANE_SCOPE = 'backplane';
 
 /** The backplane scope's defaults: a short timeout and quick retries, since a caller is awaiting the broadcast. */
-export const backplaneScopeDefaults = { timeoutMs: 250, retry: { maxRetries: 2, baseDelayMs: 50, maxDelayMs: 500 } } as const;
+export const backplaneScopeDefaults = { timeoutMs: 250, retry: { maxRetries: 2, baseDelayMs: 50, maxDelayMs: 500, jitter: false } } as const;
 
 export function resolveOptions(options: BroadcasterOptions): ResolvedOptions {
   const logger = options.logger ?? console;

@@ -39,6 +39,12 @@ export class BackplaneBridge implements Propagation<BroadcastJob> {
   readonly scope = BACKPLANE_SCOPE;
   readonly #d: BridgeDeps;
   #lastPublishedAt = Date.now();
+  /**
+   * Publishes that failed unwritten and will be retried. While there are any, later publishes wait
+   * behind them, so other nodes still get this node's broadcasts in the order they were made.
+   */
+  readonly #retrying = new Set<BroadcastJob>();
+  #settled: { promise: Promise<void>; resolve: () => void } | undefined;
   #unsubscribe: (() => void) | undefined;
   #stopped = false;
   readonly subscribed: Promise<void>;
@@ -73,16 +79,27 @@ export class BackplaneBridge implements Propagation<BroadcastJob> {
   }
 
   async propagate(job: BroadcastJob, signal: AbortSignal): Promise<void> {
+    while (this.#retrying.size > 0 && !this.#retrying.has(job)) await this.#whenRetriesSettle();
     const carrier: Record<string, string> = {};
     otelPropagation.inject(otelContext.active(), carrier);
     const pub = job.publication === undefined ? undefined : (job.publication.position ?? null);
     const envelope = sign(toEnvelope(job.request, job.encoded!, this.#d.backplane.nodeId, carrier, pub), this.#d.options.signingKey);
-    await this.#d.backplane.publish(envelope, { signal });
+    try {
+      await this.#d.backplane.publish(envelope, { signal });
+    } catch (error) {
+      if (isBcastError(error) && error.details?.['written'] === false) this.#retrying.add(job);
+      throw error;
+    }
     this.#lastPublishedAt = Date.now();
     this.#d.monitor.recordBackplane('published');
   }
 
-  failed(error: BcastError): 'failed' | 'unknown' {
+  published(job: BroadcastJob): void {
+    this.#settle(job);
+  }
+
+  failed(error: BcastError, job: BroadcastJob): 'failed' | 'unknown' {
+    this.#settle(job);
     const m = this.#d.monitor;
     // Timed out, or lost after it was written: other nodes may have it. Never reported as not propagated.
     if (error.code === ErrorCode.Timeout || error.details?.['written'] === true) {
@@ -92,6 +109,22 @@ export class BackplaneBridge implements Propagation<BroadcastJob> {
     m.recordBackplane('publish-error');
     m.recordDropped(error.code === ErrorCode.CircuitOpen || error.code === ErrorCode.CircuitIsolated ? 'circuit_open' : 'publish_error');
     return 'failed';
+  }
+
+  #whenRetriesSettle(): Promise<void> {
+    if (this.#settled === undefined) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.#settled = { promise, resolve };
+    }
+    return this.#settled.promise;
+  }
+
+  #settle(job: BroadcastJob): void {
+    if (!this.#retrying.delete(job) || this.#retrying.size > 0) return;
+    const settled = this.#settled;
+    this.#settled = undefined;
+    settled?.resolve();
   }
 
   // ---- incoming -----------------------------------------------------------------------------

@@ -49,7 +49,9 @@ export interface Propagation<C> {
   wanted(context: C): boolean;
   propagate(context: C, signal: AbortSignal): Promise<void>;
   /** Called once when the step failed for good; says what that means: `unknown` when the work may still have happened (a timeout). */
-  failed(error: BcastError): 'failed' | 'unknown';
+  failed(error: BcastError, context: C): 'failed' | 'unknown';
+  /** Called once when the step succeeded for good. */
+  published?(context: C): void;
 }
 
 export type PropagationStatus = 'published' | 'failed' | 'unknown';
@@ -172,11 +174,12 @@ export class ExecutionEngine {
   async #propagate<C>(step: Propagation<C>, ctx: C, span: Span): Promise<PropagationOutcome> {
     try {
       const { attempts } = await this.#reliability.execute(step.scope, ({ signal }) => step.propagate(ctx, signal));
+      step.published?.(ctx);
       return { status: 'published', attempts };
     } catch (error) {
       const err = toBcastError(error);
       const attempts = (error as AttemptsCarrier | undefined)?.attempts ?? 0;
-      const status = step.failed(err);
+      const status = step.failed(err, ctx);
       this.#monitor.recordError(this.#classifier.classify(error));
       span.addEvent(status === 'unknown' ? 'bcast.propagation.unknown' : 'bcast.propagation.failed', { 'bcast.error.code': err.code, 'bcast.scope': step.scope });
       return { status, error: err, attempts };
