@@ -374,7 +374,7 @@ describe('inbound protocol', () => {
   it('answers the first 20 frames over the rate with RATE_LIMITED, then only counts them (a flood costs no reply per frame)', async () => {
     const t = client({ rateLimitBurst: 1, rateLimitPerSecond: 0.001 });
     for (let i = 0; i < 100; i += 1) await t.h.message(`{"type":"ping","requestId":${i}}`);
-    const codes = t.c.messages.map((m) => (m as { code?: string; type: string }).code ?? m.type);
+    const codes = t.c.messages.map((m) => (m as { code?: string; type: string }).code ?? (m as { type: string }).type);
     expect(codes).toEqual(['pong', ...Array<string>(20).fill('RATE_LIMITED')]);
     expect(t.b.getStats().monitor.inboundRejected).toEqual({ RATE_LIMITED: 99 });
     expect(t.c.isOpen).toBe(true);
