@@ -79,6 +79,6 @@ export function assemble(
       if (note) hooks.announce(note.event, note.except);
     });
   }
-  const health = new HealthReporter({ connections, rooms, monitor, reliability, backplane, isDisposed: hooks.isDisposed });
+  const health = new HealthReporter({ connections, rooms, monitor, reliability, backplane, isDisposed: hooks.isDisposed, history });
   return { options: resolved, connections, rooms, backplane, ownsBackplane: options.backplane === undefined, reliability, monitor, engine, executor, lifecycle, bridge, presence, history, health, observers };
 }

@@ -209,6 +209,7 @@ describe('rooms with history', () => {
     const r = await b.toRoom('chat:1', { live: true });
     expect(r.delivered).toBe(1);
     expect(pubs(a.c)).toEqual([{ type: 'bcast.pub', room: 'chat:1', data: { live: true } }]); // live delivery goes on, without a position
+    expect(b.getStats().history).toMatchObject({ appended: 0, appendErrors: 1, recovered: 0, notRecovered: 1, storeErrors: 1 }); // counted
   });
 
   it('refuses a malformed since with INVALID_ARGUMENT', async () => {

@@ -1,4 +1,5 @@
 import type { Backplane, BackplaneHealth } from '../backplane/Backplane.js';
+import type { HistoryStats } from '../history/RoomHistory.js';
 import type { ReliabilityManager, ScopeState } from '../reliability/ReliabilityManager.js';
 import type { ConnectionRegistry } from '../registry/ConnectionRegistry.js';
 import type { RoomRegistry } from '../registry/RoomRegistry.js';
@@ -40,6 +41,8 @@ export interface BroadcasterStats {
   readonly deliveries: number;
   /** Envelopes from the backplane dropped (invalid, oversize, unsigned), by reason. */
   readonly backplaneDropped: Readonly<Record<string, number>>;
+  /** Rooms with history: messages recorded, recoveries answered `recovered: true` / `false`, store errors (when `history` is set). */
+  readonly history?: HistoryStats;
   readonly monitor: MonitorStats;
   readonly reliability: Readonly<Record<string, ScopeState>>;
   readonly uptimeMs: number;
@@ -52,6 +55,7 @@ export interface HealthSources {
   readonly reliability: ReliabilityManager;
   readonly backplane: Backplane;
   readonly isDisposed: () => boolean;
+  readonly history?: { readonly stats: HistoryStats } | undefined;
 }
 
 /** `getStats()` and `getHealthStatus()`, read from the parts; it owns nothing but the start time. */
@@ -76,6 +80,7 @@ export class HealthReporter {
       remoteBroadcasts: m.remote.totals.count,
       deliveries: m.deliveries,
       backplaneDropped: m.backplane.dropped,
+      ...(this.#s.history ? { history: this.#s.history.stats } : {}),
       monitor: m,
       reliability: reliability.getState(),
       uptimeMs: Date.now() - this.#startedAt,
