@@ -155,9 +155,11 @@ class RedisPubSubBackplane implements RedisBackplane {
     if (!link || !this.#canPublish()) {
       this.#c.publishErrors += 1;
       const message = `Redis is not connected (publisher ${this.#publisherState()})`;
-      // Refused while a publisher that timed out is being replaced (no reply since): Redis may be
-      // slow rather than down, and the core weighs it like the timeout that caused it.
-      if (this.#reset !== undefined || this.#resetsInARow > 0) {
+      // Refused while a publisher that timed out is being replaced and its replacement is still on its
+      // first attempt (no refusal yet): Redis may be slow rather than down, and the core weighs it
+      // like the timeout that caused it. A refused connection (Redis down) counts at once.
+      const state = this.#publisherState();
+      if ((this.#reset !== undefined || this.#resetsInARow > 0) && (state === 'resetting' || state === 'connecting' || state === 'connect')) {
         throw new BcastError(ErrorCode.BackplaneUnavailable, message, { details: { written: false, afterTimeout: true } });
       }
       throw notWritten(ErrorCode.BackplaneUnavailable, message);

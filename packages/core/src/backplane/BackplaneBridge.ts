@@ -12,6 +12,13 @@ import type { ScopeOptions } from '../reliability/ReliabilityManager.js';
 import type { Backplane, BackplaneEnvelope } from './Backplane.js';
 import { envelopeProblem, fromEnvelope, toEnvelope } from './envelope.js';
 
+/** Longest a publish waits behind publishes being retried (their retry comes 50 ms after the failure). */
+const RETRY_WAIT_MS = 100;
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
 /** Without one successful publish for this long, publish timeouts count against the circuit: slow has become down. */
 export const STALL_MS = 2_000;
 
@@ -79,7 +86,9 @@ export class BackplaneBridge implements Propagation<BroadcastJob> {
   }
 
   async propagate(job: BroadcastJob, signal: AbortSignal): Promise<void> {
-    while (this.#retrying.size > 0 && !this.#retrying.has(job)) await this.#whenRetriesSettle();
+    // Wait behind publishes being retried (bounded: a backplane that stays down must not hold
+    // broadcasts; their publishes then fail fast and are retried in order, without jitter).
+    if (this.#retrying.size > 0 && !this.#retrying.has(job)) await Promise.race([this.#whenRetriesSettle(), delay(RETRY_WAIT_MS)]);
     const carrier: Record<string, string> = {};
     otelPropagation.inject(otelContext.active(), carrier);
     const pub = job.publication === undefined ? undefined : (job.publication.position ?? null);
@@ -87,7 +96,8 @@ export class BackplaneBridge implements Propagation<BroadcastJob> {
     try {
       await this.#d.backplane.publish(envelope, { signal });
     } catch (error) {
-      if (isBcastError(error) && error.details?.['written'] === false) this.#retrying.add(job);
+      // Refused while a timed-out connection is replaced: it comes back soon, so its retry must not be overtaken.
+      if (isBcastError(error) && error.details?.['written'] === false && error.details['afterTimeout'] === true) this.#retrying.add(job);
       throw error;
     }
     this.#lastPublishedAt = Date.now();

@@ -9,13 +9,13 @@ afterEach(async () => {
 });
 
 describe("other nodes get this node's broadcasts in order, through retries", () => {
-  it('a publish retried after an unwritten failure is not overtaken by later broadcasts', async () => {
+  it('a publish retried after an unwritten failure (its connection being replaced after a timeout) is not overtaken by later broadcasts', async () => {
     const published: unknown[] = [];
     let down = true;
     const backplane: Backplane = {
       nodeId: 'me',
       async publish(envelope: BackplaneEnvelope) {
-        if (down) throw new BcastError(ErrorCode.BackplaneUnavailable, 'not connected', { details: { written: false } });
+        if (down) throw new BcastError(ErrorCode.BackplaneUnavailable, 'not connected (replacing a connection that timed out)', { details: { written: false, afterTimeout: true } });
         published.push(JSON.parse(envelope.payload));
       },
       subscribe: () => () => {},
