@@ -7,15 +7,16 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, expect } from 'vitest';
+import { REDIS_URL, whyUnreachable } from '../../../packages/redis/test/helpers.js';
+
+export { REDIS_URL };
 
 /** Full lengths of the plan (BCAST_LONG=1, `pnpm test:long`), or the shortened CI form. */
 export const LONG = process.env['BCAST_LONG'] === '1';
-export const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 /** Source addresses for many connects (TIME_WAIT spreads over them). */
 export const LOCAL_ADDRESSES = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5'];
 
@@ -296,26 +297,9 @@ export function figures(name: string, values: Record<string, unknown>): void {
   console.log(`[reliability] ${name}: ${JSON.stringify(values)}`);
 }
 
-/** Undefined when a Redis answers PING at `url`; otherwise why not. */
-export function whyRedisUnreachable(url: string = REDIS_URL, timeoutMs = 1_000): Promise<string | undefined> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = connect({ host: hostname || '127.0.0.1', port: Number(port || 6379) });
-    const done = (why: string | undefined): void => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(why);
-    };
-    const timer = setTimeout(() => done(`no answer from ${url} within ${timeoutMs} ms`), timeoutMs);
-    socket.once('error', (error) => done(`${url}: ${error.message}`));
-    socket.once('connect', () => socket.write('PING\r\n'));
-    socket.once('data', (data) => done(data.toString().startsWith('+PONG') ? undefined : `${url} answered ${JSON.stringify(data.toString().trim())}`));
-  });
-}
-
 /** True when the Redis cases must skip (the reason is printed); throws instead when BCAST_REQUIRE_REDIS=1. */
 export async function skipWithoutRedis(what: string): Promise<boolean> {
-  const why = await whyRedisUnreachable();
+  const why = await whyUnreachable(REDIS_URL);
   if (why === undefined) return false;
   if (process.env['BCAST_REQUIRE_REDIS'] === '1') throw new Error(`BCAST_REQUIRE_REDIS=1 but ${what} cannot reach Redis: ${why}`);
   console.warn(`[reliability] skipping ${what}: Redis unreachable (${why}); set REDIS_URL, or BCAST_REQUIRE_REDIS=1 to fail instead`);
