@@ -68,8 +68,8 @@ export function assemble(
   const engine = new ExecutionEngine({ monitor, reliability, classifier });
   const history = options.history && new RoomHistory(options.history, options.history.store ?? new MemoryHistory(), resolved.log);
   const observers = new Set<FanOutObserver>();
-  const { limits, traceRoomNames, log } = resolved;
-  const executor = new BroadcastExecutor({ connections, rooms, limits, classifier, observers, monitor, traceRoomNames, history, log });
+  const { limits, traceRoomNames, log, fanOutSliceMs: sliceMs } = resolved;
+  const executor = new BroadcastExecutor({ connections, rooms, limits, classifier, observers, monitor, traceRoomNames, history, log, sliceMs });
   const lifecycle = new ConnectionLifecycle({ connections, rooms, monitor, options: resolved, history });
   bridge = new BackplaneBridge({ backplane, engine, executor, lifecycle, monitor, options: resolved });
   const presence = new Presence({ connections, rooms, nodeId: backplane.nodeId, log }, options.presence ?? {});

@@ -32,6 +32,13 @@ export interface BroadcasterOptions extends InboundOptions {
    * @default 1_000
    */
   slowConsumerCheckMs?: number;
+  /**
+   * Longest stretch a fan-out writes before it yields to the event loop and goes on in the next
+   * turn (a broadcast to 10,000 connections takes about 100 ms of writes). Broadcasts made
+   * meanwhile wait behind it, so each connection still gets them in call order. 0: never yield.
+   * @default 10
+   */
+  fanOutSliceMs?: number;
   /** Time a connection bcast closes gets to finish its close handshake before it is terminated. @default 1_000 */
   closeTimeoutMs?: number;
   /** @deprecated the old name of `closeTimeoutMs` */
@@ -92,6 +99,7 @@ export interface ResolvedOptions {
   readonly limits: BroadcastLimits;
   readonly pingIntervalMs: number;
   readonly slowConsumerCheckMs: number;
+  readonly fanOutSliceMs: number;
   readonly closeTimeoutMs: number;
   readonly inbound: ResolvedInbound;
   readonly hooks: InboundOptions & Pick<BroadcasterOptions, 'onConnect' | 'onDisconnect'>;
@@ -104,8 +112,15 @@ export interface ResolvedOptions {
 /** Name of the reliability scope that guards backplane publishes. */
 export const BACKPLANE_SCOPE = 'backplane';
 
-/** The backplane scope's defaults: a short timeout and quick retries, since a caller is awaiting the broadcast. */
-export const backplaneScopeDefaults = { timeoutMs: 250, retry: { maxRetries: 2, baseDelayMs: 50, maxDelayMs: 500, jitter: false } } as const;
+/**
+ * The backplane scope's defaults: a short timeout and quick retries, since a caller is awaiting the
+ * broadcast, and a circuit that tries again 5 s after it opened (the liveness probe drives the trial).
+ */
+export const backplaneScopeDefaults = {
+  timeoutMs: 250,
+  retry: { maxRetries: 2, baseDelayMs: 50, maxDelayMs: 500, jitter: false },
+  circuitBreaker: { failureThreshold: 5, recoveryTimeoutMs: 5_000 },
+} as const;
 
 export function resolveOptions(options: BroadcasterOptions): ResolvedOptions {
   const logger = options.logger ?? console;
@@ -131,6 +146,7 @@ export function resolveOptions(options: BroadcasterOptions): ResolvedOptions {
     },
     pingIntervalMs: positive('pingIntervalMs', options.pingIntervalMs ?? 30_000, true),
     slowConsumerCheckMs: positive('slowConsumerCheckMs', options.slowConsumerCheckMs ?? 1_000, true),
+    fanOutSliceMs: positive('fanOutSliceMs', options.fanOutSliceMs ?? 10, true),
     closeTimeoutMs: positive('closeTimeoutMs', options.closeTimeoutMs ?? options.closeGraceMs ?? 1_000, true),
     inbound: resolveInbound(options),
     hooks: options,
@@ -151,7 +167,7 @@ export function withBackplaneScope(top: ReliabilityOptions, predicates: Pick<Sco
   const merged: ScopeOptions = {
     timeoutMs: scope && 'timeoutMs' in scope ? scope.timeoutMs : (top.timeoutMs ?? backplaneScopeDefaults.timeoutMs),
     retry: { ...backplaneScopeDefaults.retry, ...top.retry, ...scope?.retry },
-    ...(scope?.circuitBreaker ? { circuitBreaker: scope.circuitBreaker } : {}),
+    circuitBreaker: { ...backplaneScopeDefaults.circuitBreaker, ...top.circuitBreaker, ...scope?.circuitBreaker },
     retryWhen: scope?.retryWhen ?? predicates.retryWhen,
     failureWhen: scope?.failureWhen ?? predicates.failureWhen,
   };

@@ -3,78 +3,23 @@ import { encodeMessage, type EncodedMessage } from '../connection/EncodedMessage
 import type { FanOutObserver } from '../connection/FanOutObserver.js';
 import { BcastError } from '../errors/BcastError.js';
 import type { ErrorClassifier } from '../errors/classify.js';
-import { CloseCode, CloseReason, ErrorCode } from '../errors/codes.js';
+import { ErrorCode } from '../errors/codes.js';
 import { dataOf, type Publication, type RoomHistory } from '../history/RoomHistory.js';
 import type { ExecutionMonitor } from '../monitor/ExecutionMonitor.js';
 import type { ConnectionEntry, ConnectionRegistry } from '../registry/ConnectionRegistry.js';
 import type { RoomRegistry } from '../registry/RoomRegistry.js';
+import { FanOutRun, type BroadcastJob, type FanOut, type FanOutDeps } from './FanOutRun.js';
 import type { ExecutionDescription, ExecutionInterface, ExecutionResult, PropagationOutcome } from './ExecutionEngine.js';
 import { BROADCAST_OPERATIONS, type BroadcastContext, type BroadcastOperation, type BroadcastResult } from './types.js';
 import { validateConnectionIds, validateRoomId, validateUserId, type IdLimits } from './validate.js';
 
-/** A broadcast in flight: the request, where it comes from, and its message once encoded. */
-export interface BroadcastJob {
-  readonly request: BroadcastContext;
-  /** `local`: called on this node; `remote`: another node's broadcast, delivered here. */
-  readonly origin: 'local' | 'remote';
-  /** Set by validation (local), or given already encoded by the backplane bridge (remote). */
-  encoded: EncodedMessage | undefined;
-  /** The publishing node and envelope id (remote only). */
-  readonly source?: { readonly nodeId: string; readonly envelopeId: string };
-  /** For a room with history: the message as clients get it, with its stream position. */
-  publication?: Publication | undefined;
+export type { BroadcastJob, BroadcastLimits, FanOut, FanOutDeps, Removal, RemovalReason } from './FanOutRun.js';
+
+interface Waiter {
+  readonly job: BroadcastJob;
+  readonly resolve: (fanOut: FanOut) => void;
+  readonly reject: (error: unknown) => void;
 }
-
-export interface BroadcastLimits extends IdLimits {
-  readonly maxMessageBytes: number;
-  /** Above this many buffered bytes a connection is a slow consumer: closed with 1013. */
-  readonly maxBufferedBytes: number;
-  /** Above this many buffered bytes, `volatile` messages are dropped for that connection. */
-  readonly volatileBufferedBytes: number;
-}
-
-/** Why bcast removed a connection, as counted in `bcast.disconnects`. */
-export type RemovalReason = 'connection_lost' | 'slow_consumer' | 'no_pong' | 'policy_violation' | 'shutdown' | 'auth_expired' | 'revoked' | 'protocol_error';
-
-/** A connection the fan-out found dead or too slow: the owner of the registries closes and unregisters it. */
-export interface Removal {
-  readonly entry: ConnectionEntry;
-  readonly code: number;
-  readonly reason: string;
-  readonly cause: RemovalReason;
-  /** Force the socket shut this long after the close (a non-reader never reads the close frame). */
-  readonly terminateAfterMs?: number;
-}
-
-/** What one fan-out did. Invariant: `recipients === delivered + failed + dropped`. */
-export interface FanOut {
-  readonly operation: BroadcastOperation;
-  readonly recipients: number;
-  readonly delivered: number;
-  readonly failed: number;
-  readonly dropped: number;
-  /** Recipients found dead or too slow: closed and unregistered by the caller of the engine. */
-  readonly removals: readonly Removal[];
-  readonly message: EncodedMessage;
-}
-
-/** What the executor reads and writes to: the registries, the limits, and the transports' fan-out boundaries. */
-export interface FanOutDeps {
-  readonly connections: ConnectionRegistry;
-  readonly rooms: RoomRegistry;
-  readonly limits: BroadcastLimits;
-  readonly classifier: ErrorClassifier;
-  /** Told where each fan-out starts and ends (write coalescing lives there). */
-  readonly observers: ReadonlySet<FanOutObserver>;
-  readonly monitor: ExecutionMonitor;
-  /** Put room names on spans (the app opted in). */
-  readonly traceRoomNames: boolean;
-  /** Rooms that keep a history (undefined: none). */
-  readonly history: RoomHistory | undefined;
-  readonly log: (level: 'warn' | 'error', message: string, error?: unknown) => void;
-}
-
-const noRemovals: readonly Removal[] = Object.freeze([]);
 
 /**
  * all / user / room / connection-id fan-out with an `except` list. Encodes once (in validation,
@@ -84,6 +29,8 @@ const noRemovals: readonly Removal[] = Object.freeze([]);
  */
 export class BroadcastExecutor implements ExecutionInterface<BroadcastJob, FanOut> {
   readonly #deps: FanOutDeps;
+  /** Set while a sliced fan-out is under way: the fan-outs waiting behind it. */
+  #waiting: Waiter[] | undefined;
 
   constructor(deps: FanOutDeps) {
     this.#deps = deps;
@@ -150,99 +97,58 @@ export class BroadcastExecutor implements ExecutionInterface<BroadcastJob, FanOu
     return recorded.then((publication) => void (job.publication = publication));
   }
 
-  executeCoreLogic(job: BroadcastJob): FanOut {
-    const req = job.request;
-    const message = job.publication ?? (job.encoded as EncodedMessage);
-    const d = this.#deps;
-    const except = req.except && req.except.length > 0 ? new Set(req.except) : undefined;
-    const deadReason = req.deadConnectionReason ?? CloseReason.ConnectionLost;
-    const { maxBufferedBytes } = d.limits;
-    const softLimit = Math.min(d.limits.volatileBufferedBytes, maxBufferedBytes);
-    let recipients = 0;
-    let delivered = 0;
-    let failed = 0;
-    let dropped = 0;
-    let removals: Removal[] | undefined;
-    const remove = (entry: ConnectionEntry, removal: Removal): void => {
-      entry.isClosing = true; // a later fan-out in this tick counts it as failed, not removed again
-      (removals ??= []).push(removal);
-    };
+  /**
+   * Fans the message out. A fan-out that outlasts its time slice (`fanOutSliceMs`) yields to the
+   * event loop and goes on in the next turn; the fan-outs that come meanwhile wait behind it, in
+   * call order, so every connection still gets broadcasts in the order they were made.
+   */
+  executeCoreLogic(job: BroadcastJob): FanOut | Promise<FanOut> {
+    const waiting = this.#waiting;
+    if (waiting !== undefined) return new Promise<FanOut>((resolve, reject) => waiting.push({ job, resolve, reject }));
+    const run = new FanOutRun(this.#deps, job);
+    const rest = run.start();
+    if (rest === undefined) return run.finish();
+    this.#waiting = [];
+    return new Promise<FanOut>((resolve, reject) => this.#next(run, rest, 0, { job, resolve, reject }));
+  }
 
-    const deliver = (entry: ConnectionEntry): void => {
-      if (except?.has(entry.id)) return;
-      recipients += 1;
-      if (entry.isClosing) {
-        failed += 1;
-        return;
-      }
-      if (entry.recovering !== undefined) {
-        entry.recovering.push(message); // sent right after the messages it missed
-        delivered += 1;
-        return;
-      }
-      const conn = entry.connection;
-      if (!conn.isOpen) {
-        failed += 1;
-        remove(entry, { entry, code: CloseCode.GoingAway, reason: deadReason, cause: 'connection_lost' });
-        return;
-      }
-      const buffered = conn.bufferedBytes;
-      if (buffered > softLimit) {
-        if (buffered > maxBufferedBytes) {
-          failed += 1;
-          remove(entry, { entry, code: CloseCode.TryAgainLater, reason: CloseReason.SlowConsumer, cause: 'slow_consumer', terminateAfterMs: 1_000 });
-          return;
-        }
-        if (message.volatile) {
-          dropped += 1;
-          return;
-        }
-      }
+  /** The next slice of a fan-out, in the next turn of the event loop. */
+  #next(run: FanOutRun, rest: readonly ConnectionEntry[], from: number, waiter: Waiter): void {
+    setImmediate(() => {
+      let at: number;
       try {
-        conn.send(message);
-        entry.messageCount += 1;
-        delivered += 1;
+        at = run.resume(rest, from);
       } catch (error) {
-        failed += 1;
-        const category = d.classifier.classifySendError(error);
-        d.monitor.recordError(category);
-        if (category === 'connection-dead') {
-          remove(entry, { entry, code: CloseCode.GoingAway, reason: deadReason, cause: 'connection_lost' });
-        } else {
-          entry.errorCount += 1;
-          d.log('warn', `send to connection ${entry.id} failed`, error);
-        }
+        waiter.reject(error);
+        this.#drain();
+        return;
       }
-    };
+      if (at < rest.length) return this.#next(run, rest, at, waiter);
+      waiter.resolve(run.finish());
+      this.#drain();
+    });
+  }
 
-    for (const observer of d.observers) observer.fanOutStart();
-    try {
-      switch (req.operation) {
-        case 'all':
-          for (const entry of d.connections.entries()) deliver(entry);
-          break;
-        case 'user':
-          for (const entry of d.connections.byUser(req.userId as string)) deliver(entry);
-          break;
-        case 'room':
-          for (const id of d.rooms.members(req.room as string)) {
-            const entry = d.connections.get(id);
-            if (entry) deliver(entry);
-          }
-          break;
-        case 'connections':
-          for (const id of new Set(req.connectionIds)) {
-            const entry = d.connections.get(id);
-            if (entry) deliver(entry);
-          }
-          break;
+  /** Runs the fan-outs that waited behind a sliced one, in order, until one of them is sliced in turn. */
+  #drain(): void {
+    const waiting = this.#waiting ?? [];
+    this.#waiting = undefined;
+    for (let i = 0; i < waiting.length; i += 1) {
+      const w = waiting[i] as Waiter;
+      try {
+        const run = new FanOutRun(this.#deps, w.job);
+        const rest = run.start();
+        if (rest === undefined) {
+          w.resolve(run.finish());
+          continue;
+        }
+        this.#waiting = waiting.slice(i + 1); // still ahead of anything that comes later
+        this.#next(run, rest, 0, w);
+        return;
+      } catch (error) {
+        w.reject(error);
       }
-    } finally {
-      for (const observer of d.observers) observer.fanOutEnd();
     }
-    d.monitor.recordDeliveries(delivered, req.operation);
-    d.monitor.recordDropped('backpressure', dropped);
-    return { operation: req.operation, recipients, delivered, failed, dropped, removals: removals ?? noRemovals, message };
   }
 
   summarize(result: FanOut, _job: BroadcastJob, propagation: PropagationOutcome | undefined): { outcome: 'success' | 'partial'; attributes: Attributes } {
