@@ -8,5 +8,5 @@ export { newConnectionId, resolveIdentity, isOriginAllowed, withDeadline, type A
 export { ConnectionCaps, anonymous, createVerifier, type AdapterOptions, type Attachment, type ConnectionCapOptions, type Refusal, type Verdict, type Verifier } from './adapter/verify.js';
 export { ConnectionTracker, type SocketControl } from './adapter/drain.js';
 export { deliverInbound } from './adapter/inbound.js';
-export { refuseUpgrade } from './adapter/http.js';
+export { recommendedHttpServerOptions, refuseRequest, refuseUpgrade } from './adapter/http.js';
 export { MAX_HELD_BYTES, WriteCoalescer, coalescerFor, type CorkableStream } from './adapter/WriteCoalescer.js';

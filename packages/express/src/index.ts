@@ -61,4 +61,4 @@ export function createBcastRouter(broadcaster: Broadcaster): Router {
   return router;
 }
 
-export { recommendedServerOptions, type Attachment, type WsAdapter, type WsAdapterOptions } from '@bcast/ws';
+export { recommendedHttpServerOptions, recommendedServerOptions, type Attachment, type WsAdapter, type WsAdapterOptions } from '@bcast/ws';

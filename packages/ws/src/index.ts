@@ -12,6 +12,8 @@ export type WsAdapterOptions = AdapterOptions<IncomingMessage>;
 /** @deprecated the same as {@link Attachment}, the return type of every adapter. */
 export type WsAdapter = Attachment;
 export type { Attachment } from '@bcast/core/adapter';
+/** HTTP server options against slowloris handshakes (10 s head timeout, checked every 2 s): `http.createServer(recommendedHttpServerOptions, handler)`. */
+export { recommendedHttpServerOptions } from '@bcast/core/adapter';
 
 export interface UpgradeHandler extends Attachment {
   /** Checks origin and credentials, then hands the request to `wss.handleUpgrade` and registers the socket. */
