@@ -1,7 +1,8 @@
 import { CloseCode, type Broadcaster } from '@bcast/core';
-import { ConnectionTracker, coalescerFor, createVerifier, deliverInbound, isOriginAllowed } from '@bcast/core/adapter';
+import { ConnectionCaps, ConnectionTracker, coalescerFor, createVerifier, deliverInbound, isOriginAllowed } from '@bcast/core/adapter';
 import type { AdapterOptions, Attachment, Connection, ConnectionHandle, Identity, OriginPolicy } from '@bcast/core/adapter';
 import type { Namespace, Server, Socket } from 'socket.io';
+import { capSessions } from './caps.js';
 import { SocketIoConnection, checkEvent, terminateConn, type EngineConn, type SocketIoConnectionInit } from './connection.js';
 
 export type { SocketIoConnectionInit } from './connection.js';
@@ -107,13 +108,15 @@ export function attachToServer(broadcaster: Broadcaster, target: AnyServer | Any
     isClosed: (socket) => socket.conn.readyState === 'closed',
     onceClosed: (socket, listener) => void socket.conn.once('close', listener),
   });
+  const caps = new ConnectionCaps(options);
   let disposed = false;
+  let verifying = 0;
 
   const middleware = (socket: AnySocket, next: (err?: Error) => void): void => {
     if (disposed) return next();
     // The origin is also checked here for Namespace attachments (allowRequest is per engine, not per namespace).
-    const refuse = (message: string): void => {
-      next(new Error(message));
+    const refuse = (message: string, data?: object): void => {
+      next(data === undefined ? new Error(message) : Object.assign(new Error(message), { data }));
       // The client got its connect_error; a transport with no other namespace is closed, not left
       // open until socket.io's connectTimeout (45 s).
       setImmediate(() => {
@@ -123,14 +126,24 @@ export function attachToServer(broadcaster: Broadcaster, target: AnyServer | Any
         setTimeout(() => terminateConn(conn), options.closeTimeoutMs ?? 1_000).unref(); // a peer that never answers the close frame
       });
     };
-    verify(socket.handshake, socket.handshake.headers.origin).then(
-      (verdict) => {
-        if (!verdict.identity) return refuse(refusalMessages[verdict.refusal.reason]);
-        identities.set(socket, verdict.identity);
-        next();
-      },
-      () => refuse('unauthorized'),
-    );
+    // On a Namespace the caps count its sockets here: an engine.io handshake does not say which
+    // namespaces it is for, so the engine's sessions are capped only by a Server attachment.
+    const address = isServer ? undefined : socket.handshake.address;
+    if (!isServer && !caps.admit(address, tracker.size + verifying)) return refuse('too many connections', { retryAfterS: caps.retryAfterS });
+    verifying += 1;
+    verify(socket.handshake, socket.handshake.headers.origin)
+      .then(
+        (verdict) => {
+          if (!verdict.identity) return refuse(refusalMessages[verdict.refusal.reason]);
+          identities.set(socket, verdict.identity);
+          next();
+        },
+        () => refuse('unauthorized'),
+      )
+      .finally(() => {
+        verifying -= 1;
+        if (!isServer) caps.release(address); // a registered socket is counted again below, until it disconnects
+      });
   };
 
   const onConnection = (socket: AnySocket): void => {
@@ -139,13 +152,18 @@ export function attachToServer(broadcaster: Broadcaster, target: AnyServer | Any
     try {
       tracker.add(socket, acceptSocket(broadcaster, socket, { ...identity, event, inboundEvent, ...(options.coalesce === false ? { coalesce: false } : {}) }));
     } catch {
-      // a disposed broadcaster has already disconnected it
+      return; // a disposed broadcaster has already disconnected it
     }
+    if (isServer || !socket.connected) return;
+    const address = socket.handshake.address;
+    caps.hold(address);
+    socket.once('disconnect', () => caps.release(address));
   };
 
   nsp.use(middleware);
   nsp.on('connection', onConnection);
   const removeOriginCheck = isServer && options.allowedOrigins !== undefined ? installOriginCheck(target as AnyServer, options.allowedOrigins, options.requireOrigin ?? false) : undefined;
+  const removeCaps = isServer ? capSessions(target as AnyServer, caps) : undefined;
 
   return {
     async dispose() {
@@ -156,6 +174,7 @@ export function attachToServer(broadcaster: Broadcaster, target: AnyServer | Any
       const fns = (nsp as unknown as { _fns?: unknown[] })._fns;
       if (fns?.includes(middleware)) fns.splice(fns.indexOf(middleware), 1);
       removeOriginCheck?.();
+      removeCaps?.();
       await tracker.drain(options.closeTimeoutMs ?? 1_000);
     },
   };

@@ -1,8 +1,9 @@
 import { once } from 'node:events';
+import { createServer as createHttpServer, get } from 'node:http';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Broadcaster, type BroadcasterOptions } from '@bcast/core';
-import { ConnectionTracker, anonymous, createVerifier, deliverInbound, refuseUpgrade, type ConnectionHandle, type SocketControl } from '@bcast/core/adapter';
+import { ConnectionCaps, ConnectionTracker, anonymous, createVerifier, deliverInbound, refuseRequest, refuseUpgrade, type ConnectionHandle, type SocketControl } from '@bcast/core/adapter';
 import { FakeConnection, quietLogger } from '../test-utils/fakeConnection.js';
 
 afterEach(() => {
@@ -310,5 +311,55 @@ describe('refuseUpgrade', () => {
     expect((await response).startsWith('HTTP/1.1 503 Service Unavailable\r\n')).toBe(true);
     await closed;
     expect(() => refuseUpgrade(local, 401)).not.toThrow();
+  });
+});
+
+describe('ConnectionCaps for connections that are not a TCP socket of their own (admit, hold, release)', () => {
+  it('admit counts per address until release; the global cap is the caller\'s count', () => {
+    const caps = new ConnectionCaps({ maxConnections: 10, maxConnectionsPerIp: 2 });
+    expect([caps.admit('10.0.0.1', 0), caps.admit('10.0.0.1', 1), caps.admit('10.0.0.1', 2)]).toEqual([true, true, false]);
+    expect(caps.admit('10.0.0.2', 2)).toBe(true);
+    expect(caps.admit('10.0.0.3', 10)).toBe(false); // global cap, whatever the address
+    caps.release('10.0.0.1');
+    expect(caps.admit('10.0.0.1', 3)).toBe(true);
+    expect(caps.admit('10.0.0.1', 4)).toBe(false);
+  });
+
+  it('hold counts a connection that exists already even over the cap, and is released the same way', () => {
+    const caps = new ConnectionCaps({ maxConnectionsPerIp: 1 });
+    caps.hold('10.0.0.1');
+    caps.hold('10.0.0.1');
+    expect(caps.admit('10.0.0.1', 0)).toBe(false);
+    caps.release('10.0.0.1');
+    expect(caps.admit('10.0.0.1', 0)).toBe(false);
+    caps.release('10.0.0.1');
+    expect(caps.admit('10.0.0.1', 0)).toBe(true);
+    caps.release(undefined); // nothing counted for it: a no-op
+    expect(caps.admit(undefined, 0)).toBe(true);
+    expect(caps.admit(undefined, 0)).toBe(false);
+  });
+});
+
+describe('refuseRequest', () => {
+  it('answers a plain request with the status text as body and the extra headers', async () => {
+    const server = createHttpServer((_req, res) => refuseRequest(res, 503, { 'Retry-After': 7 }));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      const answer = await new Promise<{ status: number | undefined; headers: Record<string, unknown>; body: string }>((resolve, reject) => {
+        get({ host: '127.0.0.1', port, agent: false }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => (body += chunk));
+          res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body }));
+        }).on('error', reject);
+      });
+      expect(answer).toMatchObject({ status: 503, body: 'Service Unavailable', headers: { 'retry-after': '7', 'content-type': 'text/plain', 'content-length': '19' } });
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });

@@ -130,6 +130,37 @@ export class ConnectionCaps {
     return true;
   }
 
+  /**
+   * Admits a connection that is not a TCP socket of its own (an engine.io session, whose
+   * requests come and go on any socket): false when a cap is reached, and nothing is counted.
+   * `address`: the client IP it counts against; the adapter calls {@link release} with it, once,
+   * when the connection is gone.
+   */
+  admit(address: string | undefined, open: number): boolean {
+    if (open >= this.#max) return false;
+    if (this.#maxPerIp === Number.POSITIVE_INFINITY) return true;
+    const key = address ?? '';
+    const n = this.#perIp.get(key) ?? 0;
+    if (n >= this.#maxPerIp) return false;
+    this.#perIp.set(key, n + 1);
+    return true;
+  }
+
+  /** Counts a connection that exists already, whatever the caps (one that was not admitted here); {@link release} it the same way. */
+  hold(address: string | undefined): void {
+    if (this.#maxPerIp === Number.POSITIVE_INFINITY) return;
+    const key = address ?? '';
+    this.#perIp.set(key, (this.#perIp.get(key) ?? 0) + 1);
+  }
+
+  /** Gives back the per-IP slot of a connection counted by {@link admit} or {@link hold}. */
+  release(address: string | undefined): void {
+    const key = address ?? '';
+    const n = this.#perIp.get(key) ?? 0;
+    if (n <= 1) this.#perIp.delete(key);
+    else this.#perIp.set(key, n - 1);
+  }
+
   /** The headers of a 503 for a cap. */
   get headers(): Readonly<Record<string, string>> {
     return { 'Retry-After': String(this.retryAfterS) };
