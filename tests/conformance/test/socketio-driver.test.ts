@@ -15,12 +15,14 @@ afterEach(async () => {
 });
 
 describe('socket.io driver', () => {
-  it('attaches one namespace middleware, one connection listener and an engine allowRequest, and dispose() removes all three', async () => {
+  it('attaches one namespace middleware, one connection listener, an engine allowRequest and the connection caps\' engine listener, and dispose() removes them all', async () => {
     const server = (await driver.start({ allowedOrigins: ['https://app.example'] })) as SocketIoServerUnderTest;
     servers.push(server);
     // The generic dispose case only sees that the counts changed and came back; here, exactly what changed.
     expect(server.listenersBeforeAttach).toMatchObject({ 'engine.allowRequest': 0, 'nsp.connection': 0, 'nsp.middlewares': 0 });
-    expect(server.listenerCounts()).toEqual({ ...server.listenersBeforeAttach, 'engine.allowRequest': 1, 'nsp.connection': 1, 'nsp.middlewares': 1 });
+    const before = server.listenersBeforeAttach;
+    // engine 'connection': the caps count engine.io sessions (maxConnections is on by default)
+    expect(server.listenerCounts()).toEqual({ ...before, 'engine.allowRequest': 1, 'engine.connection': Number(before['engine.connection'] ?? 0) + 1, 'nsp.connection': 1, 'nsp.middlewares': 1 });
     await server.dispose();
     expect(server.listenerCounts()).toEqual(server.listenersBeforeAttach);
   });
