@@ -7,6 +7,8 @@ import { SocketIoConnection, checkEvent, terminateConn, type EngineConn, type So
 
 export type { SocketIoConnectionInit } from './connection.js';
 export type { Attachment } from '@bcast/core/adapter';
+/** HTTP server options against slowloris handshakes (10 s head timeout, checked every 2 s): `http.createServer(recommendedHttpServerOptions)`. */
+export { recommendedHttpServerOptions } from '@bcast/core/adapter';
 
 // Any typed-events Server / Namespace / Socket is accepted.
 type AnyServer = Server<any, any, any, any>;
