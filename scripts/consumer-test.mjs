@@ -9,14 +9,12 @@
 //      with module esnext + moduleResolution bundler.
 // Needs the packages built (`pnpm build`) and the npm registry. When npm cannot install (no
 // network), it says why and exits 0, except under CI (process.env.CI), where that is a failure.
-import { execFile } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
+import { all, run as runWithLimit } from './lib/process.mjs';
 import { packAll, root } from './lib/workspace.mjs';
 
-const execFileAsync = promisify(execFile);
 const TOTAL_MS = 6 * 60_000;
 const started = Date.now();
 const left = () => Math.max(1_000, TOTAL_MS - (Date.now() - started));
@@ -38,24 +36,8 @@ const thirdParty = {
   '@types/express': compatPkg.devDependencies['@types/express'],
 };
 
-async function run(label, command, args, cwd) {
-  const t0 = Date.now();
-  try {
-    const { stdout } = await execFileAsync(command, args, { cwd, encoding: 'utf8', timeout: left(), maxBuffer: 16 * 1024 * 1024, env: { ...process.env, npm_config_loglevel: 'error' } });
-    console.log(`  ok  ${label} (${Date.now() - t0} ms)`);
-    return stdout;
-  } catch (error) {
-    const e = /** @type {{ stdout?: string, stderr?: string, message: string, killed?: boolean }} */ (error);
-    const output = [e.stdout, e.stderr].filter(Boolean).join('\n').trim() || e.message;
-    throw new Error(`${label} failed${e.killed ? ' (time limit)' : ''}:\n${output}`);
-  }
-}
-
-/** Waits for every promise; throws all their errors together. */
-async function all(promises) {
-  const errors = (await Promise.allSettled(promises)).filter((r) => r.status === 'rejected').map((r) => r.reason.message);
-  if (errors.length > 0) throw new Error(errors.join('\n\n'));
-}
+/** A labelled run, bounded by what is left of TOTAL_MS. */
+const run = (label, command, args, cwd) => runWithLimit(label, command, args, cwd, { timeout: left() });
 
 const ESM = `
 import { Broadcaster } from '@bcast/core';
