@@ -97,9 +97,9 @@ class RedisPubSubBackplane implements RedisBackplane {
     this.#slowPublishMs = nonNegative('slowPublishMs', options.slowPublishMs ?? 100);
     const base = nonNegative('reconnectBaseDelayMs', options.reconnectBaseDelayMs ?? 100, 1);
     const cap = nonNegative('reconnectMaxDelayMs', options.reconnectMaxDelayMs ?? 5_000, base);
-    if (options.client !== undefined && clientKind(options.client) === undefined) throw invalid('client', 'an ioredis 5 or node-redis 5 client');
+    if (options.client !== undefined && clientKind(options.client) === undefined) throw invalid('client', 'an ioredis (5, 6) or node-redis (5, 6) client');
     if (options.subscriber !== undefined && clientKind(options.subscriber) === undefined) {
-      throw invalid('subscriber', 'an ioredis 5 or node-redis 5 client');
+      throw invalid('subscriber', 'an ioredis (5, 6) or node-redis (5, 6) client');
     }
     this.#owned = {
       retryDelayMs: (attempt) => backoff(attempt, base, cap),

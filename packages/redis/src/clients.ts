@@ -1,5 +1,5 @@
 /**
- * One small shim over the two Redis clients people use: ioredis 5 and node-redis 5. The backplane
+ * One small shim over the two Redis clients people use: ioredis (5, 6) and node-redis (5, 6). The backplane
  * talks to a {@link RedisLink} and never to a client library directly; neither library is
  * imported here, not even as types, so users install only the one they pick.
  */
@@ -7,7 +7,7 @@
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- event listener signatures of both client libraries
 type Listener = (...args: any[]) => void;
 
-/** The part of an ioredis 5 client (`new Redis()`) the backplane uses. */
+/** The part of an ioredis 5 or 6 client (`new Redis()`) the backplane uses. */
 export interface IoRedisClient {
   readonly status: string;
   /** The socket; "ready" with a socket that is no longer writable would queue or refuse commands. */
@@ -24,7 +24,7 @@ export interface IoRedisClient {
   off(event: string, listener: Listener): unknown;
 }
 
-/** The part of a node-redis 5 client (`createClient()`) the backplane uses. */
+/** The part of a node-redis 5 or 6 client (`createClient()`) the backplane uses. */
 export interface NodeRedisClient {
   readonly isOpen: boolean;
   readonly isReady: boolean;
@@ -41,7 +41,7 @@ export interface NodeRedisClient {
   off(event: string, listener: Listener): unknown;
 }
 
-/** A Redis client the backplane accepts: ioredis 5 or node-redis 5. */
+/** A Redis client the backplane accepts: ioredis (5, 6) or node-redis (5, 6). */
 export type RedisClientLike = IoRedisClient | NodeRedisClient;
 
 export type ClientKind = 'ioredis' | 'node-redis';
@@ -106,7 +106,7 @@ export function linkFor(client: RedisClientLike, owned: boolean, hooks: LinkHook
   const kind = clientKind(client);
   if (kind === 'ioredis') return new IoRedisLink(client as IoRedisClient, owned, hooks);
   if (kind === 'node-redis') return new NodeRedisLink(client as NodeRedisClient, owned, hooks);
-  throw new TypeError('expected an ioredis 5 client (new Redis()) or a node-redis 5 client (createClient())');
+  throw new TypeError('expected an ioredis 5 or 6 client (new Redis()) or a node-redis 5 or 6 client (createClient())');
 }
 
 /** ioredis options that make commands fail fast while disconnected and never replay a backlog. */

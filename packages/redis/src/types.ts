@@ -21,7 +21,7 @@ export interface RedisBackplaneOptions {
   /** Extra ioredis options for clients created from `url` (TLS, password...). The fail-fast settings win. */
   redisOptions?: Readonly<Record<string, unknown>>;
   /**
-   * Your client (ioredis 5 or node-redis 5), used to publish. It is not quit on `close()`. Give it
+   * Your client (ioredis (5, 6) or node-redis (5, 6)), used to publish. It is not quit on `close()`. Give it
    * fail-fast settings (ioredis `enableOfflineQueue: false`; node-redis `disableOfflineQueue: true`);
    * the backplane also refuses to publish whenever it is not ready, so nothing queues up.
    */
