@@ -77,6 +77,12 @@ const noRemovals: readonly Removal[] = Object.freeze([]);
 
 /** The clock is read once every this many recipients (a mask: 128). */
 const CLOCK_EVERY = 0x7f;
+/**
+ * The first slice writes to at least this many recipients, whatever the clock says: a fan-out to
+ * 1,000 connections (a few ms) is never cut, so a burst of them still leaves each socket in one
+ * write. Once a fan-out is cut, its later slices are bound by the clock only.
+ */
+export const MIN_SLICE_RECIPIENTS = 1_024;
 
 /**
  * One fan-out: writes the message to each recipient once and counts what happened to each.
@@ -94,6 +100,8 @@ export class FanOutRun {
   readonly #sliceMs: number;
   #deadline = 0;
   #visited = 0;
+  /** Recipients the current slice reaches before the clock counts. */
+  #floor = MIN_SLICE_RECIPIENTS;
   recipients = 0;
   delivered = 0;
   failed = 0;
@@ -135,6 +143,7 @@ export class FanOutRun {
 
   /** Delivers `rest[from..]` until done or the slice is spent; returns where the next slice starts (`rest.length`: done). */
   resume(rest: readonly ConnectionEntry[], from: number): number {
+    this.#floor = 0;
     this.#open();
     try {
       let i = from;
@@ -166,6 +175,7 @@ export class FanOutRun {
   }
 
   #open(): void {
+    this.#visited = 0;
     if (this.#sliceMs > 0) this.#deadline = performance.now() + this.#sliceMs;
     for (const observer of this.#d.observers) observer.fanOutStart();
   }
@@ -174,9 +184,10 @@ export class FanOutRun {
     for (const observer of this.#d.observers) observer.fanOutEnd();
   }
 
-  /** True when this slice has used its time (the clock is read every 128 recipients). */
+  /** True when this slice has used its time (the clock is read every 128 recipients; the first slice reaches MIN_SLICE_RECIPIENTS first). */
   #spent(): boolean {
-    return (++this.#visited & CLOCK_EVERY) === 0 && this.#sliceMs > 0 && performance.now() >= this.#deadline;
+    const visited = ++this.#visited;
+    return (visited & CLOCK_EVERY) === 0 && visited >= this.#floor && this.#sliceMs > 0 && performance.now() >= this.#deadline;
   }
 
   #walk(entries: Iterator<ConnectionEntry>): ConnectionEntry[] | undefined {
