@@ -30,10 +30,10 @@
 // (process.env.CI). Without a Redis the ioredis and redis smokes are skipped with the reason,
 // except with BCAST_REQUIRE_REDIS=1 (as in .ci/run and packages/redis/test), where they fail.
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { killChildren, pool, run } from './lib/process.mjs';
+import { whyRedisUnreachable } from './lib/redis.mjs';
 import { compareVersions, parseVersion, satisfies } from './lib/semver.mjs';
 import { packAll, publishedPackages, root } from './lib/workspace.mjs';
 
@@ -429,23 +429,6 @@ done(async () => {
 };
 
 // ---- helpers --------------------------------------------------------------------------------
-
-/** Undefined when a Redis answers PING at `url`; otherwise why not (raw RESP, like packages/redis/test's whyUnreachable). */
-function whyRedisUnreachable(url, timeoutMs = 1_000) {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = connect({ host: hostname || '127.0.0.1', port: Number(port || 6379) });
-    const done = (why) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(why);
-    };
-    const timer = setTimeout(() => done(`no answer from ${url} within ${timeoutMs} ms`), timeoutMs);
-    socket.once('error', (error) => done(`${url}: ${error.message}`));
-    socket.once('connect', () => socket.write('PING\r\n'));
-    socket.once('data', (data) => done(data.toString().startsWith('+PONG') ? undefined : `${url} answered ${JSON.stringify(data.toString().trim())}`));
-  });
-}
 
 /** `npm view <spec> <field> --json`, parsed (undefined when npm prints nothing). */
 async function npmView(spec, field, cwd) {

@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { WebSocketServer } from 'ws';
 import { makeMessage, onceMessage, payloadTemplate } from './common.mjs';
+import { whyRedisUnreachable } from '../../scripts/lib/redis.mjs';
 import { Unavailable, loadBcast } from './variants.mjs';
 
 const { values: args, positionals } = parseArgs({
@@ -30,23 +31,6 @@ const ROOM = 'room:bench';
 const PLAIN = 'plain:bench';
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const say = (line) => (args.json ? process.stderr : process.stdout).write(`${line}\n`);
-
-/** Undefined when a Redis answers PING at `url`; otherwise why not. */
-function whyNoRedis(url) {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = connect({ host: hostname || '127.0.0.1', port: Number(port || 6379) });
-    const done = (why) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(why);
-    };
-    const timer = setTimeout(() => done(`no answer within 1 s`), 1_000);
-    socket.once('error', (error) => done(error.message));
-    socket.once('connect', () => socket.write('PING\r\n'));
-    socket.once('data', (data) => done(data.toString().startsWith('+PONG') ? undefined : `answered ${JSON.stringify(data.toString().trim())}`));
-  });
-}
 
 /** One command in raw RESP on a connection of its own (bench has no Redis client of its own). */
 function redisCommand(url, argv) {
@@ -69,7 +53,7 @@ const wss = new WebSocketServer({ server, perMessageDeflate: false, maxPayload: 
 // One broadcaster (a socket registers with one @bcast/ws only), every socket in two rooms: one
 // without history, one with, whose store is switched per broadcast between memory and Redis.
 const stores = { memory: new MemoryHistory() };
-const why = await whyNoRedis(REDIS_URL);
+const why = await whyRedisUnreachable(REDIS_URL);
 let prefix;
 if (why === undefined) {
   try {
