@@ -208,6 +208,23 @@ describe('ReliabilityManager', () => {
     expect(r.stateOf('s').state).toBe('open');
   });
 
+  it("aborts the call's signal when it times out, not when it returns (an abort on every return cost a DOMException per publish)", async () => {
+    const r = new ReliabilityManager({ retry: { maxRetries: 0 }, timeoutMs: 250 });
+    const signals: AbortSignal[] = [];
+    await r.execute('s', ({ signal }) => {
+      signals.push(signal);
+      return Promise.resolve('ok');
+    });
+    await settle(
+      r.execute('s', ({ signal }) => {
+        signals.push(signal);
+        return new Promise<never>(() => {});
+      }),
+      50,
+    ).catch(() => {});
+    expect(signals.map((s) => s.aborted)).toEqual([false, true]);
+  });
+
   it('F9 Retry × breaker composition: isolate() refuses with BCAST_CIRCUIT_ISOLATED (never retried, fn never called) and health says isolated; disposing the handle closes it, and so does dispose()', async () => {
     const r = new ReliabilityManager({ retry: { maxRetries: 3, jitter: false } });
     let calls = 0;

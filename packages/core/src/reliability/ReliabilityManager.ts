@@ -256,7 +256,7 @@ export class ReliabilityManager {
       },
     );
     const policies: IPolicy[] = [retryPolicy, breaker];
-    if (config.timeoutMs !== undefined) policies.push(timeout(config.timeoutMs, TimeoutStrategy.Aggressive));
+    if (config.timeoutMs !== undefined) policies.push(timeout(config.timeoutMs, { strategy: TimeoutStrategy.Aggressive, abortOnReturn: false }));
     const scope: Scope = {
       name,
       config,
