@@ -1,3 +1,6 @@
+// One fan-out and what it is made of: the job it runs (a broadcast in flight), the registries and
+// limits it reads (FanOutDeps), and what it found (FanOut, Removal). BroadcastExecutor runs it and
+// queues the fan-outs that come while one is cut into slices.
 import type { EncodedMessage } from '../connection/EncodedMessage.js';
 import type { FanOutObserver } from '../connection/FanOutObserver.js';
 import type { ErrorClassifier } from '../errors/classify.js';
