@@ -103,12 +103,9 @@ export class ConnectionCaps {
   readonly #releaseSocket: (this: { readonly remoteAddress?: string | undefined }) => void;
 
   constructor(options: ConnectionCapOptions = {}) {
-    const perIp = this.#perIp;
+    const caps = this;
     this.#releaseSocket = function () {
-      const key = this.remoteAddress ?? '';
-      const n = perIp.get(key) ?? 0;
-      if (n <= 1) perIp.delete(key);
-      else perIp.set(key, n - 1);
+      caps.release(this.remoteAddress);
     };
     this.#max = options.maxConnections ?? 15_000;
     this.#maxPerIp = options.maxConnectionsPerIp ?? Number.POSITIVE_INFINITY;
@@ -120,13 +117,8 @@ export class ConnectionCaps {
    * connections and handshakes the attachment holds now. The refusal to send is 503 with {@link headers}.
    */
   admitSocket(socket: { readonly remoteAddress?: string | undefined; on(event: 'close', listener: () => void): unknown }, open: number): boolean {
-    if (open >= this.#max) return false;
-    if (this.#maxPerIp === Number.POSITIVE_INFINITY) return true;
-    const key = socket.remoteAddress ?? '';
-    const n = this.#perIp.get(key) ?? 0;
-    if (n >= this.#maxPerIp) return false;
-    this.#perIp.set(key, n + 1);
-    socket.on('close', this.#releaseSocket);
+    if (!this.admit(socket.remoteAddress, open)) return false;
+    if (this.#maxPerIp !== Number.POSITIVE_INFINITY) socket.on('close', this.#releaseSocket);
     return true;
   }
 
@@ -139,10 +131,8 @@ export class ConnectionCaps {
   admit(address: string | undefined, open: number): boolean {
     if (open >= this.#max) return false;
     if (this.#maxPerIp === Number.POSITIVE_INFINITY) return true;
-    const key = address ?? '';
-    const n = this.#perIp.get(key) ?? 0;
-    if (n >= this.#maxPerIp) return false;
-    this.#perIp.set(key, n + 1);
+    if ((this.#perIp.get(address ?? '') ?? 0) >= this.#maxPerIp) return false;
+    this.hold(address);
     return true;
   }
 

@@ -105,10 +105,10 @@ export class FanOutRun {
   #visited = 0;
   /** Recipients the current slice reaches before the clock counts. */
   #floor = MIN_SLICE_RECIPIENTS;
-  recipients = 0;
-  delivered = 0;
-  failed = 0;
-  dropped = 0;
+  #recipients = 0;
+  #delivered = 0;
+  #failed = 0;
+  #dropped = 0;
   #removals: Removal[] | undefined;
 
   constructor(d: FanOutDeps, job: BroadcastJob) {
@@ -164,14 +164,14 @@ export class FanOutRun {
   finish(): FanOut {
     const d = this.#d;
     const req = this.#job.request;
-    d.monitor.recordDeliveries(this.delivered, req.operation);
-    d.monitor.recordDropped('backpressure', this.dropped);
+    d.monitor.recordDeliveries(this.#delivered, req.operation);
+    d.monitor.recordDropped('backpressure', this.#dropped);
     return {
       operation: req.operation,
-      recipients: this.recipients,
-      delivered: this.delivered,
-      failed: this.failed,
-      dropped: this.dropped,
+      recipients: this.#recipients,
+      delivered: this.#delivered,
+      failed: this.#failed,
+      dropped: this.#dropped,
       removals: this.#removals ?? noRemovals,
       message: this.#message,
     };
@@ -228,42 +228,42 @@ export class FanOutRun {
 
   #deliver(entry: ConnectionEntry): void {
     if (this.#except?.has(entry.id)) return;
-    this.recipients += 1;
+    this.#recipients += 1;
     // Closing, or unregistered since an earlier slice of this fan-out: accounted for, not written.
     if (entry.isClosing) {
-      this.failed += 1;
+      this.#failed += 1;
       return;
     }
     const message = this.#message;
     if (entry.recovering !== undefined) {
       entry.recovering.push(message); // sent right after the messages it missed
-      this.delivered += 1;
+      this.#delivered += 1;
       return;
     }
     const conn = entry.connection;
     if (!conn.isOpen) {
-      this.failed += 1;
+      this.#failed += 1;
       this.#remove(entry, { entry, code: CloseCode.GoingAway, reason: this.#deadReason, cause: 'connection_lost' });
       return;
     }
     const buffered = conn.bufferedBytes;
     if (buffered > this.#softLimit) {
       if (buffered > this.#d.limits.maxBufferedBytes) {
-        this.failed += 1;
+        this.#failed += 1;
         this.#remove(entry, { entry, code: CloseCode.TryAgainLater, reason: CloseReason.SlowConsumer, cause: 'slow_consumer', terminateAfterMs: 1_000 });
         return;
       }
       if (message.volatile) {
-        this.dropped += 1;
+        this.#dropped += 1;
         return;
       }
     }
     try {
       conn.send(message);
       entry.messageCount += 1;
-      this.delivered += 1;
+      this.#delivered += 1;
     } catch (error) {
-      this.failed += 1;
+      this.#failed += 1;
       const d = this.#d;
       const category = d.classifier.classifySendError(error);
       d.monitor.recordError(category);
